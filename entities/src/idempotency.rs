@@ -1,0 +1,104 @@
+//! Idempotency-Key records. A key is first reserved (status 0, "in progress"), then completed
+//! with the response; a repeat within the window replays that response.
+use chrono::{Duration, Utc};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr};
+
+use crate::{Result, idempotency_record as rec};
+
+/// How long a key is remembered.
+pub const WINDOW_HOURS: i64 = 24;
+
+pub enum Reservation {
+    /// The key is new: go on, then `complete` (or `release` on failure).
+    Reserved,
+    /// The key was used before with this body and finished: replay its response.
+    Replay { status_code: u16, body: String },
+    /// The key was used before with another body.
+    Mismatch,
+    /// The first request with this key is still being handled.
+    InProgress,
+}
+
+pub async fn reserve(
+    db: &impl ConnectionTrait,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+) -> Result<Reservation> {
+    let now = Utc::now();
+    // A record past the window no longer counts: forget it so the key can be used afresh.
+    rec::Entity::delete_many()
+        .filter(rec::Column::Scope.eq(scope))
+        .filter(rec::Column::Key.eq(key))
+        .filter(rec::Column::CreatedAt.lt(now - Duration::hours(WINDOW_HOURS)))
+        .exec(db)
+        .await?;
+    let inserted = rec::Entity::insert(rec::ActiveModel {
+        scope: Set(scope.into()),
+        key: Set(key.into()),
+        request_hash: Set(request_hash.into()),
+        status_code: Set(0),
+        response_body: Set(String::new()),
+        created_at: Set(now),
+    })
+    .on_conflict_do_nothing()
+    .exec_without_returning(db)
+    .await?;
+    if matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0) {
+        return Ok(Reservation::Reserved);
+    }
+    let Some(existing) = rec::Entity::find_by_id((scope.to_owned(), key.to_owned()))
+        .one(db)
+        .await?
+    else {
+        // Deleted between our insert and read (expired and swept): treat as a fresh key.
+        return Box::pin(reserve(db, scope, key, request_hash)).await;
+    };
+    Ok(if existing.request_hash != request_hash {
+        Reservation::Mismatch
+    } else if existing.status_code == 0 {
+        Reservation::InProgress
+    } else {
+        Reservation::Replay {
+            status_code: existing.status_code as u16,
+            body: existing.response_body,
+        }
+    })
+}
+
+pub async fn complete(
+    db: &impl ConnectionTrait,
+    scope: &str,
+    key: &str,
+    status_code: u16,
+    body: &str,
+) -> Result<()> {
+    rec::Entity::update_many()
+        .col_expr(rec::Column::StatusCode, Expr::value(status_code as i32))
+        .col_expr(rec::Column::ResponseBody, Expr::value(body))
+        .filter(rec::Column::Scope.eq(scope))
+        .filter(rec::Column::Key.eq(key))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Forgets a reservation whose request was not accepted, so the client can retry with the key.
+pub async fn release(db: &impl ConnectionTrait, scope: &str, key: &str) -> Result<()> {
+    rec::Entity::delete_many()
+        .filter(rec::Column::Scope.eq(scope))
+        .filter(rec::Column::Key.eq(key))
+        .filter(rec::Column::StatusCode.eq(0))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes records past the window; returns how many.
+pub async fn sweep(db: &impl ConnectionTrait) -> Result<u64> {
+    let res = rec::Entity::delete_many()
+        .filter(rec::Column::CreatedAt.lt(Utc::now() - Duration::hours(WINDOW_HOURS)))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}

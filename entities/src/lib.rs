@@ -1,0 +1,14 @@
+//! omega's data layer: sea-orm entities and the queries and commands that the ingress,
+//! the workers and the CLI share. Every function takes a connection or transaction.
+pub mod db;
+mod error;
+pub mod idempotency;
+pub mod inbox;
+pub mod keys;
+pub mod model;
+pub mod onboard;
+pub mod record;
+pub mod types;
+
+pub use error::{Error, Result};
+pub use model::*;

@@ -1,0 +1,14 @@
+//! sea-orm entities: one module per table.
+pub mod api_key;
+pub mod business;
+pub mod client;
+pub mod conversation;
+pub mod idempotency_record;
+pub mod location;
+pub mod message;
+pub mod message_event;
+pub mod onboarding_run;
+pub mod session;
+pub mod staff;
+pub mod staff_location;
+pub mod webhook_receipt;

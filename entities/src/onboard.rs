@@ -1,0 +1,273 @@
+//! Onboarding: an upsert of a business with its locations, staff and clients. Running it
+//! again updates rows in place and never duplicates them.
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, Set, TransactionTrait, sea_query::OnConflict,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::types::ClientType;
+use crate::{Result, business, client, location, onboarding_run as run, staff, staff_location};
+
+/// Rows per INSERT statement: well under SQLite's bound-parameter limit for every table here.
+const BATCH: usize = 500;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Onboarding {
+    pub business_id: i64,
+    pub name: String,
+    pub timezone: String,
+    pub locations: Vec<OnboardLocation>,
+    pub staff: Vec<OnboardStaff>,
+    pub clients: Vec<OnboardClient>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OnboardLocation {
+    pub id: i64,
+    pub name: String,
+    pub phone_number: Option<String>,
+    pub email: Option<String>,
+    pub timezone: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OnboardStaff {
+    pub id: i64,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub location_ids: Vec<i64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OnboardClient {
+    pub id: i64,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub client_type: ClientType,
+    pub location_id: Option<i64>,
+    pub sms_opt_in: bool,
+    pub email_opt_in: bool,
+}
+
+pub const QUEUED: &str = "queued";
+pub const RUNNING: &str = "running";
+pub const COMPLETED: &str = "completed";
+pub const FAILED: &str = "failed";
+
+/// Records that an onboarding request was accepted (before its job is queued).
+pub async fn start_run(
+    db: &impl ConnectionTrait,
+    request_id: &str,
+    business_id: i64,
+) -> Result<run::Model> {
+    let now = Utc::now();
+    Ok(run::ActiveModel {
+        request_id: Set(request_id.into()),
+        business_id: Set(business_id),
+        status: Set(QUEUED.into()),
+        locations: Set(0),
+        staff: Set(0),
+        clients: Set(0),
+        error: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(db)
+    .await?)
+}
+
+pub async fn set_run_status(
+    db: &impl ConnectionTrait,
+    request_id: &str,
+    status: &str,
+    error: Option<String>,
+) -> Result<()> {
+    run::Entity::update_many()
+        .col_expr(run::Column::Status, status.into())
+        .col_expr(run::Column::Error, error.into())
+        .col_expr(run::Column::UpdatedAt, Utc::now().into())
+        .filter(run::Column::RequestId.eq(request_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The latest onboarding run of a business.
+pub async fn latest_run(db: &impl ConnectionTrait, business_id: i64) -> Result<Option<run::Model>> {
+    Ok(run::Entity::find()
+        .filter(run::Column::BusinessId.eq(business_id))
+        .order_by_desc(run::Column::CreatedAt)
+        .one(db)
+        .await?)
+}
+
+/// Runs the whole import in one transaction and marks the run completed with its counts.
+pub async fn apply(db: &DatabaseConnection, request_id: &str, data: &Onboarding) -> Result<()> {
+    set_run_status(db, request_id, RUNNING, None).await?;
+    let txn = db.begin().await?;
+    upsert(&txn, data).await?;
+    run::Entity::update_many()
+        .col_expr(run::Column::Status, COMPLETED.into())
+        .col_expr(run::Column::Locations, (data.locations.len() as i32).into())
+        .col_expr(run::Column::Staff, (data.staff.len() as i32).into())
+        .col_expr(run::Column::Clients, (data.clients.len() as i32).into())
+        .col_expr(run::Column::UpdatedAt, Utc::now().into())
+        .filter(run::Column::RequestId.eq(request_id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn upsert(db: &impl ConnectionTrait, data: &Onboarding) -> Result<()> {
+    let now = Utc::now();
+    let b = data.business_id;
+    business::Entity::insert(business::ActiveModel {
+        id: Set(b),
+        name: Set(data.name.clone()),
+        timezone: Set(data.timezone.clone()),
+        default_sms_provider: Set(None),
+        default_email_provider: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(business::Column::Id)
+            .update_columns([
+                business::Column::Name,
+                business::Column::Timezone,
+                business::Column::UpdatedAt,
+            ])
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+
+    for chunk in data.locations.chunks(BATCH) {
+        location::Entity::insert_many(chunk.iter().map(|l| location::ActiveModel {
+            business_id: Set(b),
+            id: Set(l.id),
+            name: Set(l.name.clone()),
+            phone_number: Set(l.phone_number.clone()),
+            email: Set(l.email.clone()),
+            timezone: Set(l.timezone.clone()),
+            updated_at: Set(now),
+        }))
+        .on_conflict(
+            OnConflict::columns([location::Column::BusinessId, location::Column::Id])
+                .update_columns([
+                    location::Column::Name,
+                    location::Column::PhoneNumber,
+                    location::Column::Email,
+                    location::Column::Timezone,
+                    location::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    }
+
+    for chunk in data.staff.chunks(BATCH) {
+        staff::Entity::insert_many(chunk.iter().map(|s| staff::ActiveModel {
+            business_id: Set(b),
+            id: Set(s.id),
+            first_name: Set(s.first_name.clone()),
+            last_name: Set(s.last_name.clone()),
+            email: Set(s.email.clone()),
+            phone: Set(s.phone.clone()),
+            updated_at: Set(now),
+        }))
+        .on_conflict(
+            OnConflict::columns([staff::Column::BusinessId, staff::Column::Id])
+                .update_columns([
+                    staff::Column::FirstName,
+                    staff::Column::LastName,
+                    staff::Column::Email,
+                    staff::Column::Phone,
+                    staff::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+        // A staff member's locations are replaced by the ones this request lists.
+        staff_location::Entity::delete_many()
+            .filter(staff_location::Column::BusinessId.eq(b))
+            .filter(staff_location::Column::StaffId.is_in(chunk.iter().map(|s| s.id)))
+            .exec(db)
+            .await?;
+        let links: Vec<_> = chunk
+            .iter()
+            .flat_map(|s| {
+                let mut ids = s.location_ids.clone();
+                ids.sort_unstable();
+                ids.dedup();
+                ids.into_iter()
+                    .map(move |location_id| staff_location::ActiveModel {
+                        business_id: Set(b),
+                        staff_id: Set(s.id),
+                        location_id: Set(location_id),
+                    })
+            })
+            .collect();
+        for links in links.chunks(BATCH) {
+            staff_location::Entity::insert_many(links.to_vec())
+                .on_conflict_do_nothing()
+                .exec_without_returning(db)
+                .await?;
+        }
+    }
+
+    for chunk in data.clients.chunks(BATCH) {
+        client::Entity::insert_many(chunk.iter().map(|c| client::ActiveModel {
+            business_id: Set(b),
+            id: Set(c.id),
+            first_name: Set(c.first_name.clone()),
+            last_name: Set(c.last_name.clone()),
+            email: Set(c.email.clone()),
+            phone: Set(c.phone.clone()),
+            client_type: Set(c.client_type.as_str().into()),
+            location_id: Set(c.location_id),
+            sms_opt_in: Set(c.sms_opt_in),
+            sms_opted_out_at: Set(None),
+            sms_opt_out_reason: Set(None),
+            email_opt_in: Set(c.email_opt_in),
+            email_opted_out_at: Set(None),
+            email_opt_out_reason: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }))
+        .on_conflict(
+            OnConflict::columns([client::Column::BusinessId, client::Column::Id])
+                .update_columns([
+                    client::Column::FirstName,
+                    client::Column::LastName,
+                    client::Column::Email,
+                    client::Column::Phone,
+                    client::Column::ClientType,
+                    client::Column::LocationId,
+                    client::Column::SmsOptIn,
+                    client::Column::EmailOptIn,
+                    client::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn business_exists(db: &impl ConnectionTrait, business_id: i64) -> Result<bool> {
+    Ok(business::Entity::find_by_id(business_id)
+        .one(db)
+        .await?
+        .is_some())
+}

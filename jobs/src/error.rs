@@ -1,0 +1,24 @@
+use thiserror::Error;
+
+/// A queue backend failed (Redis or the database unreachable, a reply not understood).
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    #[error("job encoding: {0}")]
+    Encoding(#[from] serde_json::Error),
+    #[error("unexpected reply from the queue: {0}")]
+    Protocol(String),
+}
+
+/// How a job handler failed: the settle layer retries transient failures and buries
+/// permanent ones at once.
+#[derive(Debug, Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
+}

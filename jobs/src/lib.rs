@@ -1,0 +1,27 @@
+//! Typed jobs, and the durable queues that carry them from the ingress to the workers.
+//!
+//! Two backends share one interface ([`JobQueue`]) and one set of guarantees:
+//! - [`redis_queue::RedisQueue`]: Redis Streams with a consumer group (scaled deployment);
+//! - [`sql_queue::SqlQueue`]: a table in the service's own database (embedded deployment).
+//!
+//! [`worker::QueueSource`] makes either one an apalis backend; [`worker::SettleLayer`] acks,
+//! retries (exponential backoff with jitter) or buries each job after its handler returns.
+mod envelope;
+mod error;
+mod job;
+mod queue;
+pub mod redis_queue;
+mod retry;
+pub mod sql_queue;
+pub mod worker;
+
+pub use envelope::{Delivery, Envelope};
+pub use error::{JobError, QueueError};
+pub use job::{Job, JobType, OnboardJob};
+pub use queue::{DeadJob, DeadPage, DeadSelector, JobQueue, Producer, QueueStats};
+pub use retry::RetryPolicy;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,159 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::{Delivery, Envelope, Job, JobType, QueueError};
+
+/// Counts of one job type's queue.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct QueueStats {
+    pub job_type: String,
+    /// Waiting to be picked up (due now).
+    pub pending: u64,
+    /// Delivered to a worker and not yet settled.
+    pub running: u64,
+    /// Failed and waiting for their next attempt.
+    pub retrying: u64,
+    pub dead: u64,
+    /// Completed since the queue was created.
+    pub done: u64,
+}
+
+/// A job that failed for good, with what is needed to understand and replay it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeadJob {
+    pub id: String,
+    pub job_type: String,
+    pub request_id: Option<String>,
+    pub business_id: Option<i64>,
+    pub attempts: u32,
+    pub last_error: String,
+    pub first_failed_at: i64,
+    pub last_failed_at: i64,
+    pub payload: serde_json::Value,
+}
+
+/// Which dead jobs an operation applies to; all fields empty means every dead job of the type.
+#[derive(Clone, Debug, Default)]
+pub struct DeadSelector {
+    pub ids: Option<Vec<String>>,
+    pub business_id: Option<i64>,
+    pub error_contains: Option<String>,
+}
+
+impl DeadSelector {
+    pub fn matches(&self, job: &DeadJob) -> bool {
+        self.ids
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|id| id == &job.id))
+            && self.business_id.is_none_or(|b| job.business_id == Some(b))
+            && self.error_contains.as_ref().is_none_or(|needle| {
+                job.last_error
+                    .to_lowercase()
+                    .contains(&needle.to_lowercase())
+            })
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DeadPage {
+    pub items: Vec<DeadJob>,
+    pub total: u64,
+}
+
+/// The interface both backends implement. Semantics:
+/// - `push` is durable when it returns;
+/// - `fetch` hands each job to one consumer at a time; a delivery not settled within the
+///   visibility timeout (its worker crashed) is delivered again;
+/// - exactly one of `ack`, `retry`, `bury` or `release` settles a delivery.
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    async fn push(&self, jobs: &[Envelope]) -> Result<(), QueueError>;
+
+    /// Up to `max` jobs of one type, waiting up to `wait` for the first one.
+    async fn fetch(
+        &self,
+        job_type: JobType,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError>;
+
+    /// The job is done.
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
+
+    /// The attempt failed; run it again after `delay`.
+    async fn retry(
+        &self,
+        delivery: &Delivery,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), QueueError>;
+
+    /// The job failed for good: keep it in the dead-letter store.
+    async fn bury(&self, delivery: &Delivery, error: &str) -> Result<(), QueueError>;
+
+    /// The job was fetched but never started (worker shutting down): make it available now
+    /// without counting an attempt.
+    async fn release(&self, delivery: &Delivery) -> Result<(), QueueError>;
+
+    /// The job is still being worked on: extend its visibility timeout.
+    async fn keep_alive(&self, delivery: &Delivery, consumer: &str) -> Result<(), QueueError>;
+
+    async fn stats(&self) -> Result<Vec<QueueStats>, QueueError>;
+
+    /// Dead jobs, newest failure first.
+    async fn list_dead(
+        &self,
+        job_type: JobType,
+        selector: &DeadSelector,
+        offset: u64,
+        limit: u64,
+    ) -> Result<DeadPage, QueueError>;
+
+    /// Puts selected dead jobs back on the queue with fresh attempts; returns how many.
+    async fn replay_dead(
+        &self,
+        job_type: JobType,
+        selector: &DeadSelector,
+    ) -> Result<u64, QueueError>;
+
+    /// Deletes selected dead jobs; returns how many.
+    async fn drain_dead(
+        &self,
+        job_type: JobType,
+        selector: &DeadSelector,
+    ) -> Result<u64, QueueError>;
+
+    async fn ping(&self) -> Result<(), QueueError>;
+
+    /// How long a delivery stays invisible to other consumers before it is taken over.
+    fn visibility_timeout(&self) -> Duration;
+}
+
+/// What the ingress holds: turns typed jobs into envelopes and pushes them.
+#[derive(Clone)]
+pub struct Producer {
+    queue: Arc<dyn JobQueue>,
+}
+
+impl Producer {
+    pub fn new(queue: Arc<dyn JobQueue>) -> Self {
+        Producer { queue }
+    }
+
+    pub fn queue(&self) -> &Arc<dyn JobQueue> {
+        &self.queue
+    }
+
+    /// Pushes the jobs of one request; when this returns Ok they are durable.
+    pub async fn enqueue(&self, jobs: &[Job], request_id: &str) -> Result<(), QueueError> {
+        let envelopes = jobs
+            .iter()
+            .map(|job| Envelope::new(job, Some(request_id.to_owned())))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.queue.push(&envelopes).await
+    }
+}

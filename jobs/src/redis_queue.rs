@@ -1,0 +1,619 @@
+//! The scaled deployment's queue: one Redis Stream per job type, read through a consumer
+//! group.
+//!
+//! - push: XADD. fetch: XREADGROUP with BLOCK, so an idle worker sees a new job at once.
+//! - A delivery stays in the group's pending list until settled; XAUTOCLAIM hands deliveries
+//!   idle past the visibility timeout (their worker died) to a live consumer.
+//! - Settling is one MULTI: XACK + XDEL, and for a retry a ZADD to the type's delayed set,
+//!   for a burial an HSET into its dead-letter hash. So a job is always in exactly one place.
+//! - Due retries move from the delayed set back to the stream in bounded batches (a Lua
+//!   script with a LIMIT), never all at once, so any backlog drains.
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::{AsyncCommands, AsyncConnectionConfig, Script, Value};
+
+use crate::queue::{DeadJob, DeadPage, DeadSelector, JobQueue, QueueStats};
+use crate::{Delivery, Envelope, JobType, QueueError, now_ms};
+
+const GROUP: &str = "omega";
+/// Due retries moved to the stream per fetch.
+const PROMOTE_BATCH: usize = 1000;
+/// Dead jobs replayed or drained per script call.
+const DEAD_BATCH: usize = 500;
+
+const PROMOTE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', 'e', m)
+  redis.call('ZREM', KEYS[1], m)
+end
+return #due
+";
+
+const REPLAY: &str = r"
+local n = 0
+for _, id in ipairs(ARGV) do
+  local env = redis.call('HGET', KEYS[2], id)
+  if env then
+    redis.call('XADD', KEYS[4], '*', 'e', env)
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    n = n + 1
+  end
+end
+return n
+";
+
+const DRAIN: &str = r"
+local n = 0
+for _, id in ipairs(ARGV) do
+  if redis.call('HDEL', KEYS[1], id) == 1 then
+    n = n + 1
+  end
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+return n
+";
+
+pub struct RedisQueue {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    visibility: Duration,
+    /// One connection per consumer for blocking reads, so a BLOCK never stalls other commands.
+    readers: tokio::sync::Mutex<HashMap<String, MultiplexedConnection>>,
+    last_reclaim: Mutex<HashMap<JobType, Instant>>,
+    promote: Script,
+    replay: Script,
+    drain: Script,
+}
+
+struct Keys {
+    stream: String,
+    delayed: String,
+    dead: String,
+    dead_env: String,
+    dead_idx: String,
+    claims: String,
+    done: String,
+}
+
+impl RedisQueue {
+    /// Connects and creates the consumer groups. `prefix` namespaces every key (tests use a
+    /// fresh one each).
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        visibility: Duration,
+    ) -> Result<Self, QueueError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(30)))
+            .set_number_of_retries(2);
+        let conn = client.get_connection_manager_with_config(config).await?;
+        let queue = RedisQueue {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+            visibility,
+            readers: Default::default(),
+            last_reclaim: Default::default(),
+            promote: Script::new(PROMOTE),
+            replay: Script::new(REPLAY),
+            drain: Script::new(DRAIN),
+        };
+        queue.ensure_groups().await?;
+        Ok(queue)
+    }
+
+    fn keys(&self, t: JobType) -> Keys {
+        // The hash tag keeps one type's keys in one slot, so scripts and MULTI work on a cluster.
+        let base = format!("{{{}:{}}}", self.prefix, t.as_str());
+        Keys {
+            stream: format!("{base}:stream"),
+            delayed: format!("{base}:delayed"),
+            dead: format!("{base}:dead"),
+            dead_env: format!("{base}:dead_env"),
+            dead_idx: format!("{base}:dead_idx"),
+            claims: format!("{base}:claims"),
+            done: format!("{base}:done"),
+        }
+    }
+
+    async fn ensure_groups(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        for t in JobType::ALL {
+            // From id 0: entries pushed before the group existed are read too.
+            let res: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(self.keys(*t).stream)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match res {
+                Ok(()) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn reader(&self, consumer: &str) -> Result<MultiplexedConnection, QueueError> {
+        let mut readers = self.readers.lock().await;
+        if let Some(conn) = readers.get(consumer) {
+            return Ok(conn.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(None);
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        readers.insert(consumer.to_owned(), conn.clone());
+        Ok(conn)
+    }
+
+    fn reclaim_due(&self, t: JobType) -> bool {
+        let every = (self.visibility / 4).max(Duration::from_millis(200));
+        let mut last = self.last_reclaim.lock().expect("reclaim clock poisoned");
+        let now = Instant::now();
+        match last.get(&t) {
+            Some(at) if now.duration_since(*at) < every => false,
+            _ => {
+                last.insert(t, now);
+                true
+            }
+        }
+    }
+
+    /// Decodes stream entries; an entry that is not a valid envelope is buried as it is.
+    async fn decode(
+        &self,
+        t: JobType,
+        entries: Vec<StreamId>,
+        reclaimed: bool,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let keys = self.keys(t);
+        let mut conn = self.conn.clone();
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let raw: Option<String> = entry.get("e");
+            let parsed = raw.as_deref().map(serde_json::from_str::<Envelope>);
+            match parsed {
+                Some(Ok(envelope)) => {
+                    let reclaims: u32 = if reclaimed {
+                        conn.hincr(&keys.claims, &entry.id, 1).await?
+                    } else {
+                        0
+                    };
+                    out.push(Delivery {
+                        attempt: envelope.attempt + 1 + reclaims,
+                        envelope,
+                        receipt: entry.id,
+                    });
+                }
+                other => {
+                    let error = match other {
+                        Some(Err(e)) => format!("undecodable job envelope: {e}"),
+                        _ => "stream entry without an envelope".to_owned(),
+                    };
+                    tracing::error!(job_type = %t, entry = %entry.id, %error, "burying a malformed queue entry");
+                    let now = now_ms();
+                    let id = format!("malformed-{}", entry.id);
+                    let dead = DeadJob {
+                        id: id.clone(),
+                        job_type: t.as_str().into(),
+                        request_id: None,
+                        business_id: None,
+                        attempts: 0,
+                        last_error: error,
+                        first_failed_at: now,
+                        last_failed_at: now,
+                        payload: serde_json::Value::String(raw.unwrap_or_default()),
+                    };
+                    redis::pipe()
+                        .atomic()
+                        .hset(&keys.dead, &id, serde_json::to_string(&dead)?)
+                        .zadd(&keys.dead_idx, &id, now)
+                        .xack(&keys.stream, GROUP, &[&entry.id])
+                        .xdel(&keys.stream, &[&entry.id])
+                        .exec_async(&mut conn)
+                        .await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn settle(
+        &self,
+        d: &Delivery,
+        then: impl FnOnce(&mut redis::Pipeline, &Keys),
+    ) -> Result<(), QueueError> {
+        let keys = self.keys(d.envelope.job_type);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        then(&mut pipe, &keys);
+        pipe.xack(&keys.stream, GROUP, &[&d.receipt])
+            .xdel(&keys.stream, &[&d.receipt])
+            .hdel(&keys.claims, &d.receipt);
+        pipe.exec_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    async fn dead_ids(
+        &self,
+        t: JobType,
+        selector: &DeadSelector,
+    ) -> Result<Vec<String>, QueueError> {
+        let keys = self.keys(t);
+        let mut conn = self.conn.clone();
+        if selector.business_id.is_none() && selector.error_contains.is_none() {
+            if let Some(ids) = &selector.ids {
+                return Ok(ids.clone());
+            }
+            return Ok(conn.hkeys(&keys.dead).await?);
+        }
+        Ok(self
+            .all_dead(t)
+            .await?
+            .into_iter()
+            .filter(|j| selector.matches(j))
+            .map(|j| j.id)
+            .collect())
+    }
+
+    async fn all_dead(&self, t: JobType) -> Result<Vec<DeadJob>, QueueError> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = conn.hgetall(self.keys(t).dead).await?;
+        let mut jobs = Vec::with_capacity(all.len());
+        for raw in all.values() {
+            jobs.push(parse_dead(raw)?);
+        }
+        jobs.sort_by(|a, b| {
+            b.last_failed_at
+                .cmp(&a.last_failed_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        Ok(jobs)
+    }
+
+    async fn run_dead_script(
+        &self,
+        script: &Script,
+        t: JobType,
+        ids: &[String],
+    ) -> Result<u64, QueueError> {
+        let keys = self.keys(t);
+        let mut conn = self.conn.clone();
+        let mut total = 0u64;
+        for chunk in ids.chunks(DEAD_BATCH) {
+            let n: u64 = script
+                .key(&keys.dead)
+                .key(&keys.dead_env)
+                .key(&keys.dead_idx)
+                .key(&keys.stream)
+                .arg(chunk)
+                .invoke_async(&mut conn)
+                .await?;
+            total += n;
+        }
+        Ok(total)
+    }
+}
+
+fn parse_dead(raw: &str) -> Result<DeadJob, QueueError> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        id: String,
+        job_type: String,
+        request_id: Option<String>,
+        business_id: Option<i64>,
+        attempts: u32,
+        last_error: String,
+        first_failed_at: i64,
+        last_failed_at: i64,
+        payload: serde_json::Value,
+    }
+    let s: Stored = serde_json::from_str(raw)?;
+    Ok(DeadJob {
+        id: s.id,
+        job_type: s.job_type,
+        request_id: s.request_id,
+        business_id: s.business_id,
+        attempts: s.attempts,
+        last_error: s.last_error,
+        first_failed_at: s.first_failed_at,
+        last_failed_at: s.last_failed_at,
+        payload: s.payload,
+    })
+}
+
+#[async_trait]
+impl JobQueue for RedisQueue {
+    async fn push(&self, jobs: &[Envelope]) -> Result<(), QueueError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for job in jobs {
+            pipe.xadd(
+                self.keys(job.job_type).stream,
+                "*",
+                &[("e", serde_json::to_string(job)?)],
+            )
+            .ignore();
+        }
+        pipe.exec_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        t: JobType,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let keys = self.keys(t);
+        let mut conn = self.conn.clone();
+        let _: u64 = self
+            .promote
+            .key(&keys.delayed)
+            .key(&keys.stream)
+            .arg(now_ms())
+            .arg(PROMOTE_BATCH)
+            .invoke_async(&mut conn)
+            .await?;
+
+        if self.reclaim_due(t) {
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&keys.stream)
+                .arg(GROUP)
+                .arg(consumer)
+                .arg(self.visibility.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(max)
+                .query_async(&mut conn)
+                .await?;
+            for gone in &reply.deleted_ids {
+                let _: () = conn.hdel(&keys.claims, gone).await?;
+            }
+            if !reply.claimed.is_empty() {
+                tracing::warn!(job_type = %t, count = reply.claimed.len(), "took over deliveries abandoned by another worker");
+                return self.decode(t, reply.claimed, true).await;
+            }
+        }
+
+        let mut reader = self.reader(consumer).await?;
+        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(max)
+            .arg("BLOCK")
+            .arg(wait.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&keys.stream)
+            .arg(">")
+            .query_async(&mut reader)
+            .await;
+        let reply = match read {
+            Ok(reply) => reply,
+            Err(e) => {
+                // Drop a broken reader so the next fetch opens a new one; recreate groups that
+                // vanished with their stream.
+                self.readers.lock().await.remove(consumer);
+                if e.code() == Some("NOGROUP") {
+                    self.ensure_groups().await?;
+                    return Ok(Vec::new());
+                }
+                return Err(e.into());
+            }
+        };
+        let entries = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default();
+        self.decode(t, entries, false).await
+    }
+
+    async fn ack(&self, d: &Delivery) -> Result<(), QueueError> {
+        self.settle(d, |pipe, keys| {
+            pipe.incr(&keys.done, 1).ignore();
+        })
+        .await
+    }
+
+    async fn retry(&self, d: &Delivery, delay: Duration, error: &str) -> Result<(), QueueError> {
+        let mut next = d.envelope.clone();
+        next.attempt = d.attempt;
+        next.last_error = Some(error.to_owned());
+        next.first_failed_at = next.first_failed_at.or(Some(now_ms()));
+        let due = now_ms() + delay.as_millis() as i64;
+        let encoded = serde_json::to_string(&next)?;
+        self.settle(d, |pipe, keys| {
+            pipe.zadd(&keys.delayed, encoded, due).ignore();
+        })
+        .await
+    }
+
+    async fn bury(&self, d: &Delivery, error: &str) -> Result<(), QueueError> {
+        let now = now_ms();
+        let first_failed_at = d.envelope.first_failed_at.unwrap_or(now);
+        let dead = DeadJob {
+            id: d.envelope.id.clone(),
+            job_type: d.envelope.job_type.as_str().into(),
+            request_id: d.envelope.request_id.clone(),
+            business_id: d.envelope.business_id,
+            attempts: d.attempt,
+            last_error: error.to_owned(),
+            first_failed_at,
+            last_failed_at: now,
+            payload: d.envelope.payload.clone(),
+        };
+        let mut fresh = d.envelope.clone();
+        fresh.attempt = 0;
+        fresh.last_error = None;
+        fresh.first_failed_at = None;
+        let (dead, fresh) = (
+            serde_json::to_string(&dead)?,
+            serde_json::to_string(&fresh)?,
+        );
+        self.settle(d, |pipe, keys| {
+            pipe.hset(&keys.dead, &d.envelope.id, dead)
+                .ignore()
+                .hset(&keys.dead_env, &d.envelope.id, fresh)
+                .ignore()
+                .zadd(&keys.dead_idx, &d.envelope.id, now)
+                .ignore();
+        })
+        .await
+    }
+
+    async fn release(&self, d: &Delivery) -> Result<(), QueueError> {
+        let encoded = serde_json::to_string(&d.envelope)?;
+        self.settle(d, |pipe, keys| {
+            pipe.xadd(&keys.stream, "*", &[("e", encoded)]).ignore();
+        })
+        .await
+    }
+
+    async fn keep_alive(&self, d: &Delivery, consumer: &str) -> Result<(), QueueError> {
+        let keys = self.keys(d.envelope.job_type);
+        let _: Value = redis::cmd("XCLAIM")
+            .arg(&keys.stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(0)
+            .arg(&d.receipt)
+            .arg("JUSTID")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<Vec<QueueStats>, QueueError> {
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        for t in JobType::ALL {
+            let keys = self.keys(*t);
+            let (len, pending, retrying, dead, done): (u64, Value, u64, u64, Option<u64>) =
+                redis::pipe()
+                    .xlen(&keys.stream)
+                    .cmd("XPENDING")
+                    .arg(&keys.stream)
+                    .arg(GROUP)
+                    .zcard(&keys.delayed)
+                    .hlen(&keys.dead)
+                    .get(&keys.done)
+                    .query_async(&mut conn)
+                    .await?;
+            let running = match pending {
+                Value::Array(items) => match items.first() {
+                    Some(Value::Int(n)) => *n as u64,
+                    _ => 0,
+                },
+                _ => 0,
+            };
+            out.push(QueueStats {
+                job_type: t.as_str().into(),
+                pending: len.saturating_sub(running),
+                running,
+                retrying,
+                dead,
+                done: done.unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn list_dead(
+        &self,
+        t: JobType,
+        selector: &DeadSelector,
+        offset: u64,
+        limit: u64,
+    ) -> Result<DeadPage, QueueError> {
+        let keys = self.keys(t);
+        let mut conn = self.conn.clone();
+        let unfiltered = selector.ids.is_none()
+            && selector.business_id.is_none()
+            && selector.error_contains.is_none();
+        if unfiltered {
+            let total: u64 = conn.zcard(&keys.dead_idx).await?;
+            if limit == 0 {
+                return Ok(DeadPage {
+                    items: Vec::new(),
+                    total,
+                });
+            }
+            let ids: Vec<String> = conn
+                .zrevrange(
+                    &keys.dead_idx,
+                    offset as isize,
+                    (offset + limit - 1) as isize,
+                )
+                .await?;
+            let mut items = Vec::with_capacity(ids.len());
+            if !ids.is_empty() {
+                let raws: Vec<Option<String>> = redis::cmd("HMGET")
+                    .arg(&keys.dead)
+                    .arg(&ids)
+                    .query_async(&mut conn)
+                    .await?;
+                for raw in raws.into_iter().flatten() {
+                    items.push(parse_dead(&raw)?);
+                }
+            }
+            return Ok(DeadPage { items, total });
+        }
+        let matching: Vec<DeadJob> = self
+            .all_dead(t)
+            .await?
+            .into_iter()
+            .filter(|j| selector.matches(j))
+            .collect();
+        let total = matching.len() as u64;
+        let items = matching
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .collect();
+        Ok(DeadPage { items, total })
+    }
+
+    async fn replay_dead(&self, t: JobType, selector: &DeadSelector) -> Result<u64, QueueError> {
+        let ids = self.dead_ids(t, selector).await?;
+        self.run_dead_script(&self.replay, t, &ids).await
+    }
+
+    async fn drain_dead(&self, t: JobType, selector: &DeadSelector) -> Result<u64, QueueError> {
+        let ids = self.dead_ids(t, selector).await?;
+        self.run_dead_script(&self.drain, t, &ids).await
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    fn visibility_timeout(&self) -> Duration {
+        self.visibility
+    }
+}

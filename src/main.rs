@@ -1,1 +1,119 @@
-fn main() {}
+//! The `omega` command line: a thin layer over the crates.
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use omega::{Config, Role};
+
+#[derive(Parser)]
+#[command(name = "omega", version, about = "Queue-first messaging backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ingress and workers in one process (the default).
+    Serve,
+    /// The HTTP ingress only.
+    Ingress,
+    /// Workers only.
+    Worker {
+        /// Jobs of one type run at once (overrides OMEGA_WORKER_CONCURRENCY).
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it (it is shown this once).
+    Create {
+        /// A platform key: every business and the admin endpoints.
+        #[arg(
+            long,
+            conflicts_with = "business",
+            required_unless_present = "business"
+        )]
+        platform: bool,
+        /// A key for this business only.
+        #[arg(long)]
+        business: Option<i64>,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::from_env()?;
+    omega::init_logging(config.log_format);
+    let role = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => Role::Serve,
+        Command::Ingress => Role::Ingress,
+        Command::Worker { concurrency } => {
+            if let Some(n) = concurrency {
+                config.worker_concurrency = n;
+                config.validate()?;
+            }
+            Role::Worker
+        }
+        Command::Migrate => {
+            omega::prepare(&mut config, true).await?;
+            println!("migrations applied");
+            return Ok(());
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    platform,
+                    business,
+                    name,
+                },
+        } => {
+            let migrate = config.is_sqlite();
+            let db = omega::prepare(&mut config, migrate).await?;
+            let kind = match (platform, business) {
+                (true, _) => entities::keys::KeyKind::Platform,
+                (false, Some(id)) => entities::keys::KeyKind::Business(id),
+                (false, None) => anyhow::bail!("say --platform or --business ID"),
+            };
+            let (row, key) = entities::keys::create(&db, kind, &name, entities::keys::generate())
+                .await
+                .context("creating the key")?;
+            println!("{key}");
+            eprintln!(
+                "key {} ({}) created; it is not shown again",
+                row.id, row.prefix
+            );
+            return Ok(());
+        }
+    };
+    let running = omega::start(config, role).await?;
+    running.run_until(shutdown_signal()).await
+}

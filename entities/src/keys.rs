@@ -138,3 +138,15 @@ pub async fn touch(db: &impl ConnectionTrait, id: i64) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// A new random key: `omk_` and 40 alphanumerics (about 238 bits).
+pub fn generate() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    let secret: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    format!("{KEY_MARK}{secret}")
+}

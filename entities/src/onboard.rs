@@ -24,6 +24,7 @@ pub struct Onboarding {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct OnboardLocation {
     pub id: i64,
     pub name: String,
@@ -33,26 +34,36 @@ pub struct OnboardLocation {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct OnboardStaff {
     pub id: i64,
     pub first_name: String,
     pub last_name: String,
     pub email: Option<String>,
     pub phone: Option<String>,
+    #[serde(default)]
     pub location_ids: Vec<i64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct OnboardClient {
     pub id: i64,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub email: Option<String>,
     pub phone: Option<String>,
+    #[serde(default = "default_client_type")]
     pub client_type: ClientType,
     pub location_id: Option<i64>,
+    #[serde(default)]
     pub sms_opt_in: bool,
+    #[serde(default)]
     pub email_opt_in: bool,
+}
+
+fn default_client_type() -> ClientType {
+    ClientType::Client
 }
 
 pub const QUEUED: &str = "queued";

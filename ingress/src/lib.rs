@@ -1,1 +1,69 @@
+//! The HTTP ingress: validates, authenticates, queues typed jobs and answers at once.
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod state;
+pub mod validate;
 
+use std::sync::Arc;
+
+use poem::http::HeaderValue;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use tracing::Instrument;
+
+pub use state::AppState;
+
+use error::ApiError;
+
+/// The request's id: the client's `X-Request-ID` when it sent a usable one, else a new UUID.
+/// It is echoed on the response, carried into queued jobs and attached to every log line.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+const REQUEST_ID: &str = "x-request-id";
+
+async fn with_request_id<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("http", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let path = req.uri().path().to_owned();
+    error::REQUEST_PATH
+        .scope(path, async move {
+            let mut resp = match next.call(req).await {
+                Ok(r) => r.into_response(),
+                Err(e) => error::render_error(e).await,
+            };
+            tracing::debug!(status = resp.status().as_u16(), "answered");
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert(REQUEST_ID, v);
+            }
+            Ok(resp)
+        })
+        .instrument(span)
+        .await
+}
+
+/// The whole HTTP application: the API, its OpenAPI document and docs page.
+pub fn app(state: Arc<AppState>, public_url: &str) -> impl Endpoint<Output = Response> + use<> {
+    let api = api::service(state.clone(), public_url);
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    error::register_routes(&api.spec());
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .data(state)
+        .with(poem::middleware::CatchPanic::new().with_handler(|_| {
+            tracing::error!("a request handler panicked");
+            ApiError::internal("handler panicked", "panic").into_response()
+        }))
+        .around(error::catch_all)
+        .around(with_request_id)
+}

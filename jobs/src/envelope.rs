@@ -9,6 +9,9 @@ pub struct Envelope {
     pub id: String,
     pub job_type: JobType,
     pub request_id: Option<String>,
+    /// The X-Request-ID of the HTTP request that queued the job, for the logs.
+    #[serde(default)]
+    pub trace_id: Option<String>,
     pub business_id: Option<i64>,
     /// Failed attempts before this enqueue (Redis; the SQL queue counts in its row).
     #[serde(default)]
@@ -22,11 +25,16 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn new(job: &crate::Job, request_id: Option<String>) -> Result<Self, serde_json::Error> {
+    pub fn new(
+        job: &crate::Job,
+        request_id: Option<String>,
+        trace_id: Option<String>,
+    ) -> Result<Self, serde_json::Error> {
         Ok(Envelope {
             id: uuid::Uuid::new_v4().to_string(),
             job_type: job.job_type(),
             request_id,
+            trace_id,
             business_id: Some(job.business_id()),
             attempt: 0,
             enqueued_at: crate::now_ms(),

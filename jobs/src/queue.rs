@@ -149,10 +149,21 @@ impl Producer {
     }
 
     /// Pushes the jobs of one request; when this returns Ok they are durable.
-    pub async fn enqueue(&self, jobs: &[Job], request_id: &str) -> Result<(), QueueError> {
+    pub async fn enqueue(
+        &self,
+        jobs: &[Job],
+        request_id: &str,
+        trace_id: Option<&str>,
+    ) -> Result<(), QueueError> {
         let envelopes = jobs
             .iter()
-            .map(|job| Envelope::new(job, Some(request_id.to_owned())))
+            .map(|job| {
+                Envelope::new(
+                    job,
+                    Some(request_id.to_owned()),
+                    trace_id.map(str::to_owned),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         self.queue.push(&envelopes).await
     }

@@ -1,1 +1,99 @@
+//! The apalis workers: one worker per job type, each fetching from the shared queue and
+//! doing the job's database work (and, for send jobs, the provider call).
+mod handlers;
 
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use jobs::worker::QueueSource;
+use jobs::{JobQueue, JobType, RetryPolicy};
+use sea_orm::DatabaseConnection;
+
+pub use handlers::handle;
+
+/// What every handler needs.
+pub struct Ctx {
+    pub db: DatabaseConnection,
+    pub policy: RetryPolicy,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// Jobs of one type handled at once by this process.
+    pub concurrency: usize,
+    pub policy: RetryPolicy,
+    /// A job running longer than this fails (and is retried).
+    pub job_timeout: Duration,
+    /// How long a shutdown waits for jobs under way.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            concurrency: 16,
+            policy: RetryPolicy::default(),
+            job_timeout: Duration::from_secs(300),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkersError {
+    #[error("worker monitor: {0}")]
+    Monitor(#[from] apalis::prelude::MonitorError),
+}
+
+/// Runs workers for every job type until `shutdown` completes, then lets jobs under way finish
+/// (up to the shutdown timeout) and hands unstarted ones back to the queue.
+pub async fn run(
+    db: DatabaseConnection,
+    queue: Arc<dyn JobQueue>,
+    opts: WorkerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkersError> {
+    let ctx = Arc::new(Ctx {
+        db,
+        policy: opts.policy,
+    });
+    // Consumer names are unique per process so a restarted process never inherits a dead
+    // one's deliveries silently; those are taken over after the visibility timeout.
+    let instance = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let mut monitor = Monitor::new().shutdown_timeout(opts.shutdown_timeout);
+    for job_type in JobType::ALL.iter().copied() {
+        let (ctx, queue, opts, instance) =
+            (ctx.clone(), queue.clone(), opts.clone(), instance.clone());
+        let concurrency = match job_type {
+            // Onboarding is one large transaction per job: a few at a time is plenty.
+            JobType::Onboard => opts.concurrency.min(2),
+            _ => opts.concurrency,
+        };
+        monitor = monitor.register(move |index| {
+            let consumer = format!("{}-{instance}-{index}", job_type.as_str());
+            let source = QueueSource::new(
+                queue.clone(),
+                job_type,
+                consumer.clone(),
+                concurrency,
+                opts.policy,
+            );
+            WorkerBuilder::new(consumer)
+                .backend(source)
+                .concurrency(concurrency)
+                .timeout(opts.job_timeout)
+                .catch_panic()
+                .data(ctx.clone())
+                .build(handle)
+        });
+    }
+    monitor
+        .run_with_signal(async move {
+            shutdown.await;
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}

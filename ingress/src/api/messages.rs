@@ -1,0 +1,111 @@
+//! Messages by the request that created them.
+use std::sync::Arc;
+
+use entities::inbox;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Enum, Object, OpenApi};
+
+use super::ApiTags;
+use super::schemas::MessageItem;
+use crate::auth::{Auth, require_business_access};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum MessageInclude {
+    /// Each message's status history.
+    Events,
+}
+
+/// The messages one send or record request created, in request order. Empty until the
+/// workers have recorded them (normally within milliseconds of the 200).
+#[derive(Debug, Object)]
+pub struct RequestMessages {
+    pub request_id: String,
+    pub total: u32,
+    pub messages: Vec<MessageItem>,
+}
+
+pub struct MessagesApi {
+    pub state: Arc<AppState>,
+}
+
+impl MessagesApi {
+    async fn by_request(
+        &self,
+        business_id: Option<i64>,
+        request_id: &str,
+        include: Option<MessageInclude>,
+    ) -> Result<Json<RequestMessages>, ApiError> {
+        if uuid::Uuid::parse_str(request_id).is_err() {
+            return Err(ApiError::invalid_at(
+                &["path", "request_id"],
+                "value is not a valid uuid",
+                "type_error.uuid",
+            ));
+        }
+        let db = &self.state.db;
+        let rows = inbox::messages_by_request(db, business_id, request_id).await?;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            let events = match include {
+                Some(MessageInclude::Events) => Some(inbox::message_events(db, row.id).await?),
+                None => None,
+            };
+            messages.push(
+                MessageItem::from_model(row, events)
+                    .map_err(|e| ApiError::internal("stored message unreadable", e))?,
+            );
+        }
+        Ok(Json(RequestMessages {
+            request_id: request_id.to_owned(),
+            total: messages.len() as u32,
+            messages,
+        }))
+    }
+}
+
+#[OpenApi]
+impl MessagesApi {
+    /// Messages by request ID
+    ///
+    /// The messages a send or record request of this business created, with their current
+    /// status (`include=events` adds each one's status history).
+    #[oai(
+        path = "/businesses/:business_id/messages/requests/:request_id",
+        method = "get",
+        tag = "ApiTags::Messages"
+    )]
+    async fn business_request_messages(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        request_id: Path<String>,
+        include: Query<Option<MessageInclude>>,
+    ) -> Result<Json<RequestMessages>, ApiError> {
+        require_business_access(auth.principal(), business_id.0)?;
+        self.state.require_business_exists(business_id.0).await?;
+        self.by_request(Some(business_id.0), &request_id.0, include.0)
+            .await
+    }
+
+    /// Messages by request ID (platform)
+    ///
+    /// The same across all businesses; platform key only.
+    #[oai(
+        path = "/messages/requests/:request_id",
+        method = "get",
+        tag = "ApiTags::Messages"
+    )]
+    async fn request_messages(
+        &self,
+        auth: Auth,
+        request_id: Path<String>,
+        include: Query<Option<MessageInclude>>,
+    ) -> Result<Json<RequestMessages>, ApiError> {
+        auth.principal().require_platform()?;
+        self.by_request(None, &request_id.0, include.0).await
+    }
+}

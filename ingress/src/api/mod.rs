@@ -1,0 +1,60 @@
+//! The HTTP operations, one module per area of API.md. Handlers extract, authorise and call
+//! a function; the work lives in `entities` and the queue.
+pub mod business;
+pub mod health;
+mod idempotency;
+pub mod messages;
+pub mod records;
+pub mod schemas;
+
+use std::sync::Arc;
+
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::state::AppState;
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Liveness and dependencies.
+    Health,
+    /// Queue SMS for sending or recording.
+    Sms,
+    /// Queue email for sending or recording.
+    Email,
+    /// Messages by request, retries and search.
+    Messages,
+    /// Onboarding businesses.
+    Business,
+}
+
+pub type Apis = (
+    health::HealthApi,
+    records::RecordApi,
+    messages::MessagesApi,
+    business::BusinessApi,
+);
+
+pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            health::HealthApi {
+                state: state.clone(),
+            },
+            records::RecordApi {
+                state: state.clone(),
+            },
+            messages::MessagesApi {
+                state: state.clone(),
+            },
+            business::BusinessApi { state },
+        ),
+        "omega",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Messaging backend: queue-first SMS and email, delivery status, inbound webhooks and a \
+         shared inbox per business. Validation errors answer 422 (HTTPValidationError); other \
+         errors `{\"detail\": …}`. Write endpoints that enqueue accept an `Idempotency-Key`.",
+    )
+    .server(public_url)
+}

@@ -1,0 +1,507 @@
+//! `POST …/sms/record` and `POST …/email/record`: record messages sent elsewhere. The
+//! ingress validates and queues one RecordSms / RecordEmail job; a worker records them.
+use std::sync::Arc;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use entities::record::{RecordBatch, RecordItem};
+use entities::types::{
+    Channel, Direction, MessageCategory, MessageStatus, NotificationType, Provider, UserType,
+};
+use jobs::Job;
+use poem::web::Data;
+use poem_openapi::param::{Header, Path};
+use poem_openapi::{Object, OpenApi};
+use serde::Deserialize;
+
+use super::ApiTags;
+use super::idempotency;
+use super::schemas::{QueuedResponse, SuccessResponse};
+use crate::RequestId;
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::validate::{Checker, ValidJson, Validate};
+
+const MAX_MESSAGES: usize = 1000;
+const MAX_SMS_CHARS: usize = 1600;
+const MAX_EMAIL_CHARS: usize = 1_000_000;
+const MAX_SUBJECT_CHARS: usize = 998;
+const MAX_RECIPIENTS: usize = 100;
+
+fn default_sender() -> UserType {
+    UserType::Staff
+}
+
+/// Record SMS messages sent elsewhere (nothing is sent).
+#[derive(Debug, Object, Deserialize)]
+pub struct RecordSmsRequest {
+    pub category: MessageCategory,
+    #[serde(default)]
+    pub notification_type: Option<NotificationType>,
+    #[serde(default)]
+    pub staff_id: Option<i64>,
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    #[serde(default)]
+    pub sent_by: Option<i64>,
+    /// Defaults to `staff`.
+    #[serde(default = "default_sender")]
+    #[oai(default = "default_sender")]
+    pub sender_type: UserType,
+    #[serde(default)]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// `outbound` (default) or `inbound`.
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    /// The location whose conversation the messages belong to; else the client's own.
+    #[serde(default)]
+    pub location_id: Option<i64>,
+    /// E.164; the default sender for items that name none.
+    #[serde(default)]
+    pub from_number: Option<String>,
+    /// 1 to 1000 messages.
+    pub messages: Vec<RecordMessageItem>,
+}
+
+#[derive(Debug, Object, Deserialize)]
+pub struct RecordMessageItem {
+    /// The caller's own id; a message with an id already recorded for this business and
+    /// channel is recorded once.
+    #[serde(default)]
+    pub message_id: Option<i64>,
+    pub client_id: i64,
+    #[serde(default)]
+    pub wl_user_id: Option<i64>,
+    /// E.164.
+    pub to_number: String,
+    /// E.164; required for inbound messages (it is the client's number).
+    #[serde(default)]
+    pub from_number: Option<String>,
+    /// 1 to 1600 characters.
+    pub message: String,
+    pub status: MessageStatus,
+    #[serde(default)]
+    pub provider_message_id: Option<String>,
+    #[serde(default)]
+    pub provider_metadata: Option<serde_json::Value>,
+}
+
+impl Validate for RecordSmsRequest {
+    const MAX_BODY: usize = 16 << 20;
+
+    fn validate(&mut self, c: &mut Checker) {
+        if let Some(from) = self.from_number.as_mut() {
+            c.phone("from_number", from);
+        }
+        validate_ids(c, self.staff_id, self.sent_by, self.location_id);
+        c.count("messages", self.messages.len(), 1, MAX_MESSAGES);
+        let inbound = self.direction == Some(Direction::Inbound);
+        let envelope_from = self.from_number.is_some();
+        c.at("messages", |c| {
+            for (i, m) in self.messages.iter_mut().enumerate() {
+                c.at(i, |c| {
+                    c.positive("client_id", m.client_id);
+                    c.phone("to_number", &mut m.to_number);
+                    match m.from_number.as_mut() {
+                        Some(from) => c.phone("from_number", from),
+                        None if inbound && !envelope_from => c.fail(
+                            "from_number",
+                            "field required for inbound messages",
+                            "missing",
+                        ),
+                        None => {}
+                    }
+                    c.length("message", &m.message, 1, MAX_SMS_CHARS);
+                    validate_provider_fields(
+                        c,
+                        m.provider_message_id.as_deref(),
+                        m.provider_metadata.as_ref(),
+                    );
+                });
+            }
+        });
+    }
+}
+
+/// Record email sent elsewhere (nothing is sent). Addresses are checked strictly: the
+/// published example's `"cc_email": ["string"]` is answered 422.
+#[derive(Debug, Object, Deserialize)]
+pub struct RecordEmailRequest {
+    pub category: MessageCategory,
+    #[serde(default)]
+    pub notification_type: Option<NotificationType>,
+    #[serde(default)]
+    pub staff_id: Option<i64>,
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    #[serde(default)]
+    pub sent_by: Option<i64>,
+    /// Defaults to `staff`.
+    #[serde(default = "default_sender")]
+    #[oai(default = "default_sender")]
+    pub sender_type: UserType,
+    #[serde(default)]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The sender; for inbound mail, the client's address (then required).
+    #[serde(default)]
+    pub from_email: Option<String>,
+    /// `outbound` (default) or `inbound`.
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    #[serde(default)]
+    pub location_id: Option<i64>,
+    /// 1 to 1000 messages.
+    pub messages: Vec<RecordEmailItem>,
+}
+
+#[derive(Debug, Object, Deserialize)]
+pub struct RecordEmailItem {
+    #[serde(default)]
+    pub message_id: Option<i64>,
+    pub client_id: i64,
+    #[serde(default)]
+    pub wl_user_id: Option<i64>,
+    pub to_email: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The body, 1 to 1,000,000 characters.
+    pub message: String,
+    #[serde(default)]
+    pub cc_email: Option<Vec<String>>,
+    #[serde(default)]
+    pub bcc_email: Option<Vec<String>>,
+    #[serde(default)]
+    pub attachments: Option<Vec<EmailAttachment>>,
+    pub status: MessageStatus,
+    #[serde(default)]
+    pub provider_message_id: Option<String>,
+    #[serde(default)]
+    pub provider_metadata: Option<serde_json::Value>,
+}
+
+/// An attachment: inline `content` (base64) or a `url`.
+#[derive(Clone, Debug, Object, Deserialize, serde::Serialize)]
+pub struct EmailAttachment {
+    #[serde(default)]
+    #[oai(skip_serializing_if_is_none)]
+    pub content: Option<String>,
+    #[serde(default)]
+    #[oai(skip_serializing_if_is_none)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    #[oai(skip_serializing_if_is_none)]
+    pub filename: Option<String>,
+    #[serde(default)]
+    #[oai(skip_serializing_if_is_none)]
+    pub url: Option<String>,
+}
+
+impl Validate for RecordEmailRequest {
+    const MAX_BODY: usize = 32 << 20;
+
+    fn validate(&mut self, c: &mut Checker) {
+        if let Some(from) = &self.from_email {
+            c.email("from_email", from);
+        } else if self.direction == Some(Direction::Inbound) {
+            c.fail(
+                "from_email",
+                "field required for inbound messages",
+                "missing",
+            );
+        }
+        validate_ids(c, self.staff_id, self.sent_by, self.location_id);
+        c.count("messages", self.messages.len(), 1, MAX_MESSAGES);
+        c.at("messages", |c| {
+            for (i, m) in self.messages.iter().enumerate() {
+                c.at(i, |c| {
+                    c.positive("client_id", m.client_id);
+                    c.email("to_email", &m.to_email);
+                    if let Some(subject) = &m.subject {
+                        c.length("subject", subject, 0, MAX_SUBJECT_CHARS);
+                    }
+                    c.length("message", &m.message, 1, MAX_EMAIL_CHARS);
+                    for (field, list) in [("cc_email", &m.cc_email), ("bcc_email", &m.bcc_email)] {
+                        let Some(list) = list else { continue };
+                        c.count(field, list.len(), 0, MAX_RECIPIENTS);
+                        c.at(field, |c| {
+                            for (j, addr) in list.iter().enumerate() {
+                                c.at(j, |c| c.email("", addr));
+                            }
+                        });
+                    }
+                    if let Some(attachments) = &m.attachments {
+                        c.at("attachments", |c| {
+                            for (j, a) in attachments.iter().enumerate() {
+                                c.at(j, |c| validate_attachment(c, a));
+                            }
+                        });
+                    }
+                    validate_provider_fields(
+                        c,
+                        m.provider_message_id.as_deref(),
+                        m.provider_metadata.as_ref(),
+                    );
+                });
+            }
+        });
+    }
+}
+
+pub fn validate_attachment(c: &mut Checker, a: &EmailAttachment) {
+    if a.content.is_none() && a.url.is_none() {
+        c.fail(
+            "",
+            "an attachment needs `content` (base64) or a `url`",
+            "value_error",
+        );
+    }
+    if let Some(content) = &a.content {
+        if base64::engine::general_purpose::STANDARD
+            .decode(content)
+            .is_err()
+        {
+            c.fail("content", "value is not valid base64", "value_error.base64");
+        }
+    }
+    if let Some(url) = &a.url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 {
+            c.fail("url", "value is not a valid http(s) URL", "value_error.url");
+        }
+    }
+    if let Some(name) = &a.filename {
+        c.length("filename", name, 1, 255);
+    }
+}
+
+fn validate_ids(
+    c: &mut Checker,
+    staff_id: Option<i64>,
+    sent_by: Option<i64>,
+    location_id: Option<i64>,
+) {
+    for (field, value) in [
+        ("staff_id", staff_id),
+        ("sent_by", sent_by),
+        ("location_id", location_id),
+    ] {
+        if let Some(v) = value {
+            c.positive(field, v);
+        }
+    }
+}
+
+fn validate_provider_fields(
+    c: &mut Checker,
+    provider_message_id: Option<&str>,
+    metadata: Option<&serde_json::Value>,
+) {
+    if let Some(id) = provider_message_id {
+        c.length("provider_message_id", id, 1, 255);
+    }
+    if let Some(m) = metadata {
+        if !(m.is_object() || m.is_null()) {
+            c.fail(
+                "provider_metadata",
+                "value is not a valid dict",
+                "type_error.dict",
+            );
+        }
+    }
+}
+
+impl RecordSmsRequest {
+    fn into_batch(self, business_id: i64, request_id: &str) -> RecordBatch {
+        let envelope_from = self.from_number;
+        RecordBatch {
+            business_id,
+            request_id: request_id.to_owned(),
+            channel: Channel::Sms,
+            direction: self.direction.unwrap_or(Direction::Outbound),
+            category: Some(self.category),
+            notification_type: self.notification_type,
+            staff_id: self.staff_id,
+            provider: self.provider,
+            sent_by: self.sent_by,
+            sender_type: self.sender_type,
+            sent_at: self.sent_at,
+            location_id: self.location_id,
+            items: self
+                .messages
+                .into_iter()
+                .map(|m| RecordItem {
+                    message_id: m.message_id,
+                    client_id: m.client_id,
+                    wl_user_id: m.wl_user_id,
+                    from: m.from_number.or_else(|| envelope_from.clone()),
+                    to: m.to_number,
+                    subject: None,
+                    body: m.message,
+                    cc: Vec::new(),
+                    bcc: Vec::new(),
+                    attachments: serde_json::json!([]),
+                    status: m.status,
+                    provider_message_id: m.provider_message_id,
+                    metadata: m.provider_metadata.unwrap_or_else(|| serde_json::json!({})),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl RecordEmailRequest {
+    fn into_batch(self, business_id: i64, request_id: &str) -> RecordBatch {
+        let from = self.from_email;
+        RecordBatch {
+            business_id,
+            request_id: request_id.to_owned(),
+            channel: Channel::Email,
+            direction: self.direction.unwrap_or(Direction::Outbound),
+            category: Some(self.category),
+            notification_type: self.notification_type,
+            staff_id: self.staff_id,
+            provider: self.provider,
+            sent_by: self.sent_by,
+            sender_type: self.sender_type,
+            sent_at: self.sent_at,
+            location_id: self.location_id,
+            items: self
+                .messages
+                .into_iter()
+                .map(|m| RecordItem {
+                    message_id: m.message_id,
+                    client_id: m.client_id,
+                    wl_user_id: m.wl_user_id,
+                    from: from.clone(),
+                    to: m.to_email,
+                    subject: m.subject,
+                    body: m.message,
+                    cc: m.cc_email.unwrap_or_default(),
+                    bcc: m.bcc_email.unwrap_or_default(),
+                    attachments: serde_json::to_value(m.attachments.unwrap_or_default())
+                        .unwrap_or_default(),
+                    status: m.status,
+                    provider_message_id: m.provider_message_id,
+                    metadata: m.provider_metadata.unwrap_or_else(|| serde_json::json!({})),
+                })
+                .collect(),
+        }
+    }
+}
+
+pub struct RecordApi {
+    pub state: Arc<AppState>,
+}
+
+/// Authorises, checks the business, and queues one job (once per Idempotency-Key).
+async fn accept(
+    state: &AppState,
+    auth: &Auth,
+    business_id: i64,
+    idempotency_key: Option<String>,
+    route: &str,
+    body_hash: &str,
+    trace: &RequestId,
+    make_job: impl FnOnce(&str) -> (Job, usize),
+) -> Result<QueuedResponse, ApiError> {
+    auth.principal().require_key_for(business_id)?;
+    state.require_business_exists(business_id).await?;
+    let (response, replayed) = idempotency::once(
+        state,
+        auth.principal(),
+        idempotency_key,
+        route,
+        body_hash,
+        || async {
+            let request_id = uuid::Uuid::new_v4().to_string();
+            let (job, accepted) = make_job(&request_id);
+            state
+                .producer
+                .enqueue(&[job], &request_id, Some(&trace.0))
+                .await?;
+            Ok(SuccessResponse {
+                success: true,
+                message: format!(
+                    "{accepted} message{} queued",
+                    if accepted == 1 { "" } else { "s" }
+                ),
+                request_id,
+                accepted: accepted as u32,
+            })
+        },
+    )
+    .await?;
+    Ok(QueuedResponse::new(response, replayed))
+}
+
+#[OpenApi]
+impl RecordApi {
+    /// Record SMS messages sent elsewhere, without sending
+    ///
+    /// Validates, queues a RecordSms job and answers at once; a worker records each message in
+    /// its client's conversation (creating the client or conversation when needed).
+    #[oai(
+        path = "/businesses/:business_id/sms/record",
+        method = "post",
+        tag = "ApiTags::Sms"
+    )]
+    async fn record_sms(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: ValidJson<RecordSmsRequest>,
+        trace: Data<&RequestId>,
+    ) -> Result<QueuedResponse, ApiError> {
+        let ValidJson { value, body_hash } = body;
+        let count = value.messages.len();
+        accept(
+            &self.state,
+            &auth,
+            business_id.0,
+            idempotency_key.0,
+            "sms/record",
+            &body_hash,
+            &trace,
+            |rid| (Job::RecordSms(value.into_batch(business_id.0, rid)), count),
+        )
+        .await
+    }
+
+    /// Record email without sending
+    ///
+    /// Validates, queues a RecordEmail job and answers at once. Addresses (to, cc, bcc, from)
+    /// are validated strictly, also for recorded mail.
+    #[oai(
+        path = "/businesses/:business_id/email/record",
+        method = "post",
+        tag = "ApiTags::Email"
+    )]
+    async fn record_email(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: ValidJson<RecordEmailRequest>,
+        trace: Data<&RequestId>,
+    ) -> Result<QueuedResponse, ApiError> {
+        let ValidJson { value, body_hash } = body;
+        let count = value.messages.len();
+        accept(
+            &self.state,
+            &auth,
+            business_id.0,
+            idempotency_key.0,
+            "email/record",
+            &body_hash,
+            &trace,
+            |rid| {
+                (
+                    Job::RecordEmail(value.into_batch(business_id.0, rid)),
+                    count,
+                )
+            },
+        )
+        .await
+    }
+}

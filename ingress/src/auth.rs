@@ -1,0 +1,297 @@
+//! Authentication: `X-API-KEY` (platform or business keys) and the `omega_session` cookie
+//! (staff sessions). Credentials are cached for one second: the hot path reads no database,
+//! and a revoked key or session stops working within a second on every ingress process.
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use entities::keys::{self, KeyKind};
+use poem::Request;
+use poem_openapi::SecurityScheme;
+use poem_openapi::auth::ApiKey;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use subtle::ConstantTimeEq;
+
+use crate::error::{ApiError, AuthUnavailable, Forbidden};
+use crate::state::AppState;
+
+/// How long a credential lookup is trusted; bounds how late a revocation takes effect.
+const CACHE_TTL: Duration = Duration::from_secs(1);
+/// How often a key's last-used time is written.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// Entries kept before the cache is cleared (bounds memory under a flood of bogus keys).
+const CACHE_MAX: usize = 100_000;
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    Platform {
+        key_id: i64,
+    },
+    Business {
+        key_id: i64,
+        business_id: i64,
+    },
+    Staff {
+        session_id: i64,
+        business_id: i64,
+        staff_id: i64,
+    },
+}
+
+impl Principal {
+    /// The namespace of this caller's Idempotency-Keys.
+    pub fn scope(&self) -> String {
+        match self {
+            Principal::Platform { key_id } | Principal::Business { key_id, .. } => {
+                format!("key:{key_id}")
+            }
+            Principal::Staff { session_id, .. } => format!("session:{session_id}"),
+        }
+    }
+
+    /// API keys only (platform, or this business's own); sessions may not use write APIs.
+    pub fn require_key_for(&self, business_id: i64) -> Result<(), ApiError> {
+        match self {
+            Principal::Platform { .. } => Ok(()),
+            Principal::Business {
+                business_id: own, ..
+            } if *own == business_id => Ok(()),
+            Principal::Business { .. } => Err(ApiError::forbidden(
+                "This API key is not allowed for this business",
+            )),
+            Principal::Staff { .. } => Err(ApiError::forbidden(
+                "Staff sessions cannot use this endpoint; use an API key",
+            )),
+        }
+    }
+
+    pub fn require_platform(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Platform { .. } => Ok(()),
+            _ => Err(ApiError::forbidden(
+                "This endpoint needs a platform API key",
+            )),
+        }
+    }
+}
+
+#[derive(SecurityScheme)]
+#[oai(
+    ty = "api_key",
+    key_name = "X-API-KEY",
+    key_in = "header",
+    checker = "check_api_key"
+)]
+pub struct ApiKeyAuth(Principal);
+
+#[derive(SecurityScheme)]
+#[oai(
+    ty = "api_key",
+    key_name = "omega_session",
+    key_in = "cookie",
+    checker = "check_session"
+)]
+pub struct SessionAuth(Principal);
+
+/// Either credential.
+#[derive(SecurityScheme)]
+pub enum Auth {
+    ApiKey(ApiKeyAuth),
+    Session(SessionAuth),
+}
+
+impl Auth {
+    pub fn principal(&self) -> &Principal {
+        match self {
+            Auth::ApiKey(ApiKeyAuth(p)) | Auth::Session(SessionAuth(p)) => p,
+        }
+    }
+}
+
+fn state(req: &Request) -> poem::Result<&Arc<AppState>> {
+    req.data::<Arc<AppState>>()
+        .ok_or_else(|| poem::Error::from(AuthUnavailable))
+}
+
+async fn check_api_key(req: &Request, key: ApiKey) -> poem::Result<Principal> {
+    state(req)?.credentials.api_key(&key.key).await
+}
+
+async fn check_session(req: &Request, token: ApiKey) -> poem::Result<Principal> {
+    state(req)?.credentials.session(&token.key).await
+}
+
+#[derive(Clone)]
+struct CachedKey {
+    /// None: no such key (cached too, so a flood of bogus keys does not reach the database).
+    row: Option<(String, KeyKind, i64, bool)>,
+    fetched: Instant,
+}
+
+#[derive(Clone)]
+struct CachedSession {
+    principal: Option<Principal>,
+    expires_at: chrono::DateTime<Utc>,
+    fetched: Instant,
+}
+
+pub struct Credentials {
+    db: DatabaseConnection,
+    keys: RwLock<HashMap<String, CachedKey>>,
+    sessions: RwLock<HashMap<String, CachedSession>>,
+    touched: RwLock<HashMap<i64, Instant>>,
+}
+
+impl Credentials {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Credentials {
+            db,
+            keys: Default::default(),
+            sessions: Default::default(),
+            touched: Default::default(),
+        }
+    }
+
+    pub async fn api_key(&self, presented: &str) -> poem::Result<Principal> {
+        let prefix = keys::prefix_of(presented).ok_or(poem_openapi::error::AuthorizationError)?;
+        let cached = self
+            .keys
+            .read()
+            .expect("key cache poisoned")
+            .get(prefix)
+            .cloned();
+        let entry = match cached {
+            Some(c) if c.fetched.elapsed() < CACHE_TTL => c,
+            _ => {
+                let row = keys::find_by_prefix(&self.db, prefix).await.map_err(|e| {
+                    tracing::error!(error = %e, "api key lookup failed");
+                    AuthUnavailable
+                })?;
+                let entry = CachedKey {
+                    row: row
+                        .map(|r| {
+                            KeyKind::of(&r).map(|kind| {
+                                (r.key_hash.clone(), kind, r.id, r.revoked_at.is_some())
+                            })
+                        })
+                        .transpose()
+                        .map_err(|e| {
+                            tracing::error!(error = %e, "api key row unreadable");
+                            AuthUnavailable
+                        })?,
+                    fetched: Instant::now(),
+                };
+                let mut cache = self.keys.write().expect("key cache poisoned");
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(prefix.to_owned(), entry.clone());
+                entry
+            }
+        };
+        let Some((hash, kind, id, revoked)) = entry.row else {
+            return Err(poem_openapi::error::AuthorizationError.into());
+        };
+        let presented_hash = keys::hash_secret(presented);
+        if revoked || !bool::from(presented_hash.as_bytes().ct_eq(hash.as_bytes())) {
+            return Err(poem_openapi::error::AuthorizationError.into());
+        }
+        self.touch(id);
+        Ok(match kind {
+            KeyKind::Platform => Principal::Platform { key_id: id },
+            KeyKind::Business(business_id) => Principal::Business {
+                key_id: id,
+                business_id,
+            },
+        })
+    }
+
+    /// Records a key's use at most once a minute, off the request path.
+    fn touch(&self, key_id: i64) {
+        let due = self
+            .touched
+            .read()
+            .expect("touch map poisoned")
+            .get(&key_id)
+            .is_none_or(|t| t.elapsed() >= TOUCH_EVERY);
+        if !due {
+            return;
+        }
+        self.touched
+            .write()
+            .expect("touch map poisoned")
+            .insert(key_id, Instant::now());
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            if let Err(e) = keys::touch(&db, key_id).await {
+                tracing::warn!(error = %e, key_id, "could not record an API key's use");
+            }
+        });
+    }
+
+    pub async fn session(&self, token: &str) -> poem::Result<Principal> {
+        use entities::session;
+        let hash = keys::hash_secret(token);
+        let cached = self
+            .sessions
+            .read()
+            .expect("session cache poisoned")
+            .get(&hash)
+            .cloned();
+        let entry = match cached {
+            Some(c) if c.fetched.elapsed() < CACHE_TTL => c,
+            _ => {
+                let row = session::Entity::find()
+                    .filter(session::Column::TokenHash.eq(hash.as_str()))
+                    .one(&self.db)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "session lookup failed");
+                        AuthUnavailable
+                    })?;
+                let entry = CachedSession {
+                    principal: row.as_ref().filter(|r| r.revoked_at.is_none()).map(|r| {
+                        Principal::Staff {
+                            session_id: r.id,
+                            business_id: r.business_id,
+                            staff_id: r.staff_id,
+                        }
+                    }),
+                    expires_at: row.map(|r| r.expires_at).unwrap_or_else(Utc::now),
+                    fetched: Instant::now(),
+                };
+                let mut cache = self.sessions.write().expect("session cache poisoned");
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(hash, entry.clone());
+                entry
+            }
+        };
+        match entry.principal {
+            Some(p) if entry.expires_at > Utc::now() => Ok(p),
+            _ => Err(poem_openapi::error::AuthorizationError.into()),
+        }
+    }
+}
+
+/// Staff sessions may only reach their own business.
+pub fn require_business_access(principal: &Principal, business_id: i64) -> Result<(), ApiError> {
+    match principal {
+        Principal::Staff {
+            business_id: own, ..
+        } if *own == business_id => Ok(()),
+        Principal::Staff { .. } => {
+            Err(ApiError::forbidden("This session is not for this business"))
+        }
+        other => other.require_key_for(business_id),
+    }
+}
+
+impl From<Forbidden> for ApiError {
+    fn from(f: Forbidden) -> Self {
+        ApiError::forbidden(f.0)
+    }
+}

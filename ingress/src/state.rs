@@ -1,0 +1,51 @@
+//! What every handler shares.
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+use jobs::Producer;
+use sea_orm::DatabaseConnection;
+
+use crate::auth::Credentials;
+use crate::error::ApiError;
+
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub producer: Producer,
+    pub credentials: Credentials,
+    /// Businesses known to exist. They are never deleted, so a hit needs no database read.
+    known_businesses: RwLock<HashSet<i64>>,
+}
+
+impl AppState {
+    pub fn new(db: DatabaseConnection, producer: Producer) -> Self {
+        AppState {
+            credentials: Credentials::new(db.clone()),
+            db,
+            producer,
+            known_businesses: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// 404 unless the business has been onboarded.
+    pub async fn require_business_exists(&self, business_id: i64) -> Result<(), ApiError> {
+        if self
+            .known_businesses
+            .read()
+            .expect("business cache poisoned")
+            .contains(&business_id)
+        {
+            return Ok(());
+        }
+        if entities::onboard::business_exists(&self.db, business_id).await? {
+            self.known_businesses
+                .write()
+                .expect("business cache poisoned")
+                .insert(business_id);
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!(
+                "Business {business_id} not found"
+            )))
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The one configuration of every omega process, from `OMEGA_*` environment variables.
+//! Every setting has a default that gives the embedded deployment; `validate` refuses
+//! combinations that cannot work before anything starts.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `OMEGA_LISTEN` | address the ingress binds | `127.0.0.1:8080` |
+//! | `OMEGA_PUBLIC_URL` | the URL clients and providers call | `http://127.0.0.1:8080` |
+//! | `OMEGA_DATA_DIR` | where the embedded deployment keeps its files | `./data` |
+//! | `OMEGA_DATABASE_URL` | `postgres://…` or `sqlite://…` | `sqlite://<data dir>/omega.db` |
+//! | `OMEGA_DB_MAX_CONNECTIONS` | database pool size per process | `20` (SQLite: `8`) |
+//! | `OMEGA_REDIS_URL` | Redis for the queue; unset = the embedded queue (in the database) | unset |
+//! | `OMEGA_REDIS_PREFIX` | prefix of every Redis key | `omega` |
+//! | `OMEGA_SECRET_KEY` | base64, 32+ bytes: encrypts stored provider secrets | generated once under the data dir for SQLite; required with Postgres |
+//! | `OMEGA_BOOTSTRAP_PLATFORM_KEY` | a platform API key ensured at start (`omk_…`) | unset |
+//! | `OMEGA_LOG_FORMAT` | `text` or `json` | `text` |
+//! | `OMEGA_WORKER_CONCURRENCY` | jobs of one type run at once per worker process | `16` |
+//! | `OMEGA_JOB_MAX_ATTEMPTS` | attempts before a job goes dead | `8` |
+//! | `OMEGA_JOB_BACKOFF_BASE_MS` | first retry delay (doubles each attempt, with jitter) | `1000` |
+//! | `OMEGA_JOB_BACKOFF_MAX_MS` | longest retry delay | `300000` |
+//! | `OMEGA_JOB_TIMEOUT_SECS` | a job running longer fails (and is retried) | `300` |
+//! | `OMEGA_QUEUE_VISIBILITY_SECS` | an unsettled delivery is redelivered after this (worker crash) | `60` |
+//! | `OMEGA_SHUTDOWN_TIMEOUT_SECS` | how long SIGTERM waits for requests and jobs under way | `30` |
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    /// None until `ensure_secret_key` (embedded default) or when taken from the environment.
+    pub secret_key: Option<Vec<u8>>,
+    pub bootstrap_platform_key: Option<String>,
+    pub log_format: LogFormat,
+    pub worker_concurrency: usize,
+    pub job_max_attempts: u32,
+    pub job_backoff_base: Duration,
+    pub job_backoff_max: Duration,
+    pub job_timeout: Duration,
+    pub visibility_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Config> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let var = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        fn parse<T: FromStr>(name: &str, value: Option<String>, default: T) -> anyhow::Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match value {
+                None => Ok(default),
+                Some(v) => v
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{name}={v:?} is invalid: {e}")),
+            }
+        }
+        let data_dir = PathBuf::from(var("OMEGA_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let database_url = var("OMEGA_DATABASE_URL")
+            .unwrap_or_else(|| format!("sqlite://{}/omega.db?mode=rwc", data_dir.display()));
+        let sqlite = database_url.starts_with("sqlite:");
+        let secret_key = var("OMEGA_SECRET_KEY")
+            .map(|k| base64::engine::general_purpose::STANDARD.decode(k.as_bytes()))
+            .transpose()
+            .context("OMEGA_SECRET_KEY must be base64")?;
+        let log_format = match var("OMEGA_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("OMEGA_LOG_FORMAT={other:?} is invalid: use text or json"),
+        };
+        let config = Config {
+            listen: parse(
+                "OMEGA_LISTEN",
+                var("OMEGA_LISTEN"),
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+            )?,
+            public_url: var("OMEGA_PUBLIC_URL").unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+            data_dir,
+            database_url,
+            db_max_connections: parse(
+                "OMEGA_DB_MAX_CONNECTIONS",
+                var("OMEGA_DB_MAX_CONNECTIONS"),
+                if sqlite { 8 } else { 20 },
+            )?,
+            redis_url: var("OMEGA_REDIS_URL"),
+            redis_prefix: var("OMEGA_REDIS_PREFIX").unwrap_or_else(|| "omega".into()),
+            secret_key,
+            bootstrap_platform_key: var("OMEGA_BOOTSTRAP_PLATFORM_KEY"),
+            log_format,
+            worker_concurrency: parse(
+                "OMEGA_WORKER_CONCURRENCY",
+                var("OMEGA_WORKER_CONCURRENCY"),
+                16,
+            )?,
+            job_max_attempts: parse("OMEGA_JOB_MAX_ATTEMPTS", var("OMEGA_JOB_MAX_ATTEMPTS"), 8)?,
+            job_backoff_base: Duration::from_millis(parse(
+                "OMEGA_JOB_BACKOFF_BASE_MS",
+                var("OMEGA_JOB_BACKOFF_BASE_MS"),
+                1000,
+            )?),
+            job_backoff_max: Duration::from_millis(parse(
+                "OMEGA_JOB_BACKOFF_MAX_MS",
+                var("OMEGA_JOB_BACKOFF_MAX_MS"),
+                300_000,
+            )?),
+            job_timeout: Duration::from_secs(parse(
+                "OMEGA_JOB_TIMEOUT_SECS",
+                var("OMEGA_JOB_TIMEOUT_SECS"),
+                300,
+            )?),
+            visibility_timeout: Duration::from_secs(parse(
+                "OMEGA_QUEUE_VISIBILITY_SECS",
+                var("OMEGA_QUEUE_VISIBILITY_SECS"),
+                60,
+            )?),
+            shutdown_timeout: Duration::from_secs(parse(
+                "OMEGA_SHUTDOWN_TIMEOUT_SECS",
+                var("OMEGA_SHUTDOWN_TIMEOUT_SECS"),
+                30,
+            )?),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.is_sqlite()
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            bail!("OMEGA_DATABASE_URL must be a postgres:// or sqlite:// URL");
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                bail!("OMEGA_REDIS_URL must be a redis:// or rediss:// URL");
+            }
+        }
+        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
+            bail!("OMEGA_PUBLIC_URL must be an http(s) URL");
+        }
+        match &self.secret_key {
+            Some(k) if k.len() < 32 => bail!("OMEGA_SECRET_KEY must decode to at least 32 bytes"),
+            None if !self.is_sqlite() => {
+                bail!("OMEGA_SECRET_KEY is required when the database is Postgres")
+            }
+            _ => {}
+        }
+        if let Some(key) = &self.bootstrap_platform_key {
+            if entities::keys::prefix_of(key).is_none() {
+                bail!("OMEGA_BOOTSTRAP_PLATFORM_KEY must look like omk_<at least 13 characters>");
+            }
+        }
+        if self.worker_concurrency == 0 || self.worker_concurrency > 1024 {
+            bail!("OMEGA_WORKER_CONCURRENCY must be between 1 and 1024");
+        }
+        if self.job_max_attempts == 0 {
+            bail!("OMEGA_JOB_MAX_ATTEMPTS must be at least 1");
+        }
+        if self.visibility_timeout < Duration::from_secs(1) {
+            bail!("OMEGA_QUEUE_VISIBILITY_SECS must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The embedded default keeps a generated secret key under the data dir, made once.
+    pub fn ensure_secret_key(&mut self) -> anyhow::Result<()> {
+        if self.secret_key.is_some() {
+            return Ok(());
+        }
+        let path = self.data_dir.join("secret.key");
+        let encoded = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use rand::RngCore;
+                let mut key = [0u8; 32];
+                rand::rng().fill_bytes(&mut key);
+                let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+                std::fs::create_dir_all(&self.data_dir)
+                    .with_context(|| format!("creating {}", self.data_dir.display()))?;
+                write_private(&path, &encoded)?;
+                encoded
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        self.secret_key = Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded.as_bytes())
+                .with_context(|| format!("{} is not base64", path.display()))?,
+        );
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("creating {}", path.display()))
+}

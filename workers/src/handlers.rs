@@ -1,0 +1,87 @@
+//! Job handlers: decode the payload, do the work through `entities`, and say whether a
+//! failure is worth retrying.
+use std::sync::Arc;
+
+use apalis::prelude::Data;
+use entities::onboard;
+use jobs::{Delivery, Job, JobError};
+use tracing::Instrument;
+
+use crate::Ctx;
+
+fn classify(e: entities::Error) -> JobError {
+    if e.is_transient() {
+        JobError::Transient(e.to_string())
+    } else {
+        JobError::Permanent(e.to_string())
+    }
+}
+
+/// Handles one delivery of any job type.
+pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobError> {
+    let env = &d.envelope;
+    let span = tracing::info_span!(
+        "job",
+        job_type = %env.job_type,
+        job_id = %env.id,
+        request_id = env.request_id.as_deref().unwrap_or(""),
+        trace_id = env.trace_id.as_deref().unwrap_or(""),
+        attempt = d.attempt,
+    );
+    async {
+        let job: Job = serde_json::from_value(env.payload.clone()).map_err(|e| {
+            JobError::Permanent(format!("undecodable {} payload: {e}", env.job_type))
+        })?;
+        if job.job_type() != env.job_type {
+            return Err(JobError::Permanent(format!(
+                "a {} payload on the {} queue",
+                job.job_type(),
+                env.job_type
+            )));
+        }
+        match job {
+            Job::RecordSms(batch) | Job::RecordEmail(batch) => {
+                let outcome = entities::record::record_batch(&ctx.db, &batch)
+                    .await
+                    .map_err(classify)?;
+                tracing::info!(
+                    recorded = outcome.recorded,
+                    duplicates = outcome.duplicates,
+                    "recorded messages"
+                );
+            }
+            Job::Onboard(job) => {
+                if let Err(e) = onboard::apply(&ctx.db, &job.request_id, &job.data).await {
+                    let error = classify(e);
+                    let last =
+                        matches!(error, JobError::Permanent(_)) || ctx.policy.exhausted(d.attempt);
+                    let status = if last {
+                        onboard::FAILED
+                    } else {
+                        onboard::QUEUED
+                    };
+                    if let Err(e) = onboard::set_run_status(
+                        &ctx.db,
+                        &job.request_id,
+                        status,
+                        Some(error.to_string()),
+                    )
+                    .await
+                    {
+                        tracing::warn!(error = %e, "could not record the onboarding failure");
+                    }
+                    return Err(error);
+                }
+                tracing::info!(
+                    locations = job.data.locations.len(),
+                    staff = job.data.staff.len(),
+                    clients = job.data.clients.len(),
+                    "onboarded business"
+                );
+            }
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}

@@ -18,8 +18,12 @@ pub enum Error {
 impl Error {
     /// Whether retrying the same work later may succeed (a database outage) or not
     /// (the input itself is wrong).
+    /// A constraint violation is the data's fault and will fail the same way again.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Db(_))
+        match self {
+            Error::Db(e) => e.sql_err().is_none(),
+            _ => false,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! Idempotent: a message already recorded (same request slot, caller id or provider id) is
 //! skipped, so a job that runs twice records nothing twice.
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::NotSet, ConnectionTrait, DatabaseConnection, EntityTrait, Set, TransactionTrait,
     TryInsertResult,
@@ -152,8 +153,11 @@ async fn record_one(
         created_at: Set(now),
         updated_at: Set(now),
     };
+    // Any of the message's unique keys (request slot, caller id, provider id) may already hold
+    // it: a conflict on any of them means "recorded before", hence no conflict target.
     let message_id = match message::Entity::insert(row)
-        .on_conflict_do_nothing()
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
+        .try_insert()
         .exec(db)
         .await?
     {
@@ -175,4 +179,27 @@ async fn record_one(
     .await?;
     touch_conversation(db, conversation.id, message_id, at, inbound).await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{DbBackend, QueryTrait};
+
+    #[test]
+    fn message_insert_ignores_every_conflict() {
+        let row = message::ActiveModel {
+            id: NotSet,
+            business_id: Set(1),
+            ..Default::default()
+        };
+        let sql = message::Entity::insert(row)
+            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .build(DbBackend::Sqlite)
+            .to_string();
+        assert!(
+            sql.ends_with("ON CONFLICT  DO NOTHING"),
+            "no conflict target: {sql}"
+        );
+    }
 }

@@ -1,0 +1,337 @@
+//! The test harness: starts the real omega on a random port against either deployment, each
+//! test with its own database (a SQLite file, or a fresh Postgres database) and, for the
+//! scaled deployment, its own Redis key prefix. Services that are missing fail the test.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jobs::JobQueue;
+use omega::{Config, Role, Running};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use serde_json::{Value, json};
+
+pub const PLATFORM_KEY: &str = "omk_testplatformkey0123456789";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deployment {
+    /// SQLite with the queue in the database.
+    Embedded,
+    /// Postgres with the Redis Streams queue.
+    Scaled,
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("OMEGA_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("OMEGA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Where one test keeps its state; dropped at the end of the test.
+pub struct Sandbox {
+    pub deployment: Deployment,
+    pub env: HashMap<String, String>,
+    _dir: tempfile::TempDir,
+    pg_db: Option<String>,
+    redis_prefix: Option<String>,
+}
+
+impl Sandbox {
+    pub async fn new(deployment: Deployment) -> Sandbox {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut env = HashMap::new();
+        env.insert("OMEGA_LISTEN".into(), "127.0.0.1:0".into());
+        env.insert("OMEGA_DATA_DIR".into(), dir.path().display().to_string());
+        env.insert("OMEGA_BOOTSTRAP_PLATFORM_KEY".into(), PLATFORM_KEY.into());
+        env.insert(
+            "OMEGA_SECRET_KEY".into(),
+            "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=".into(),
+        );
+        // Quick retries and takeovers so failure paths finish within a test.
+        env.insert("OMEGA_JOB_BACKOFF_BASE_MS".into(), "50".into());
+        env.insert("OMEGA_JOB_BACKOFF_MAX_MS".into(), "200".into());
+        env.insert("OMEGA_JOB_MAX_ATTEMPTS".into(), "3".into());
+        env.insert("OMEGA_QUEUE_VISIBILITY_SECS".into(), "2".into());
+        env.insert("OMEGA_SHUTDOWN_TIMEOUT_SECS".into(), "5".into());
+        env.insert("OMEGA_DB_MAX_CONNECTIONS".into(), "8".into());
+        let (mut pg_db, mut redis_prefix) = (None, None);
+        if deployment == Deployment::Scaled {
+            let name = format!("omega_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = sea_orm::Database::connect(pg_admin_url())
+                .await
+                .expect("Postgres must be running for the scaled tests (see scripts/test)");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            let base = pg_admin_url();
+            let url = format!(
+                "{}/{name}",
+                &base[..base.rfind('/').expect("database url has a path")]
+            );
+            env.insert("OMEGA_DATABASE_URL".into(), url);
+            let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+            env.insert("OMEGA_REDIS_URL".into(), redis_url());
+            env.insert("OMEGA_REDIS_PREFIX".into(), prefix.clone());
+            pg_db = Some(name);
+            redis_prefix = Some(prefix);
+        }
+        Sandbox {
+            deployment,
+            env,
+            _dir: dir,
+            pg_db,
+            redis_prefix,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        Config::from_lookup(|k| self.env.get(k).cloned()).expect("test config")
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.env.insert(key.into(), value.into());
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let (pg_db, prefix) = (self.pg_db.take(), self.redis_prefix.take());
+        if pg_db.is_none() && prefix.is_none() {
+            return;
+        }
+        // Cleanup needs async clients; run it on a thread of its own so it works from any
+        // context (including a panicking test).
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Some(name) = pg_db {
+                    if let Ok(admin) = sea_orm::Database::connect(pg_admin_url()).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .await;
+                    }
+                }
+                if let Some(prefix) = prefix {
+                    if let Ok(client) = redis::Client::open(redis_url()) {
+                        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                            let keys: Vec<String> = redis::cmd("KEYS")
+                                .arg(format!("{{{prefix}:*"))
+                                .query_async(&mut conn)
+                                .await
+                                .unwrap_or_default();
+                            if !keys.is_empty() {
+                                let _: Result<(), _> =
+                                    redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                            }
+                        }
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A running omega and an HTTP client for it.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: DatabaseConnection,
+    pub queue: Arc<dyn JobQueue>,
+    running: Option<Running>,
+    pub sandbox: Sandbox,
+}
+
+impl TestApp {
+    pub async fn spawn(deployment: Deployment) -> TestApp {
+        TestApp::spawn_in(Sandbox::new(deployment).await, Role::Serve).await
+    }
+
+    pub async fn spawn_in(sandbox: Sandbox, role: Role) -> TestApp {
+        let running = omega::start(sandbox.config(), role)
+            .await
+            .expect("omega starts");
+        let base = running
+            .addr
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
+        TestApp {
+            base,
+            http: reqwest::Client::new(),
+            db: running.db.clone(),
+            queue: running.queue.clone(),
+            running: Some(running),
+            sandbox,
+        }
+    }
+
+    /// Stops omega gracefully and gives back the sandbox (its database and queue remain).
+    pub async fn stop(mut self) -> Sandbox {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+        let TestApp { sandbox, .. } = self;
+        sandbox
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut req = self.http.post(self.url(path)).json(body);
+        if let Some(k) = key {
+            req = req.header("X-API-KEY", k);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(self.url(path));
+        if let Some(k) = key {
+            req = req.header("X-API-KEY", k);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// Onboards a business (locations 10 and 11, staff 789, clients 5 and 6) and waits for it.
+    pub async fn onboard(&self, business_id: i64) {
+        let resp = self
+            .post(
+                "/business/onboard",
+                Some(PLATFORM_KEY),
+                &onboard_body(business_id, "Serenity Spa"),
+            )
+            .await;
+        assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+        let path = format!("/business/{business_id}/onboarding-status");
+        wait_for(
+            "onboarding to complete",
+            Duration::from_secs(20),
+            || async {
+                let v: Value = self
+                    .get(&path, Some(PLATFORM_KEY))
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                assert_ne!(v["status"], "failed", "{v}");
+                (v["status"] == "completed").then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Creates a business key through the data layer (the admin API comes later).
+    pub async fn business_key(&self, business_id: i64) -> String {
+        let (_, key) = entities::keys::create(
+            &self.db,
+            entities::keys::KeyKind::Business(business_id),
+            "test",
+            entities::keys::generate(),
+        )
+        .await
+        .unwrap();
+        key
+    }
+
+    /// The messages of a request, once `expected` of them are recorded.
+    pub async fn request_messages(
+        &self,
+        business_id: i64,
+        request_id: &str,
+        expected: usize,
+    ) -> Value {
+        let path =
+            format!("/businesses/{business_id}/messages/requests/{request_id}?include=events");
+        wait_for(
+            "messages to be recorded",
+            Duration::from_secs(20),
+            || async {
+                let v: Value = self
+                    .get(&path, Some(PLATFORM_KEY))
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                (v["total"].as_u64() == Some(expected as u64)).then_some(v)
+            },
+        )
+        .await
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                self.db.get_database_backend(),
+                sql.to_owned(),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+}
+
+pub fn onboard_body(business_id: i64, name: &str) -> Value {
+    json!({
+        "business_id": business_id,
+        "name": name,
+        "timezone": "America/New_York",
+        "locations": [
+            {"id": 10, "name": "Downtown", "phone_number": "+14155550100", "email": "downtown@example.com", "timezone": "America/New_York"},
+            {"id": 11, "name": "Uptown", "phone_number": "+14155550101"}
+        ],
+        "staff": [{"id": 789, "first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com", "location_ids": [10, 11]}],
+        "clients": [
+            {"id": 5, "first_name": "Grace", "last_name": "Hopper", "email": "grace@example.com", "phone": "+14155550123", "client_type": "client", "location_id": 10, "sms_opt_in": true, "email_opt_in": true},
+            {"id": 6, "first_name": "Alan", "last_name": "Turing", "phone": "+14155550124", "client_type": "prospect", "location_id": 11, "sms_opt_in": true, "email_opt_in": false}
+        ]
+    })
+}
+
+/// Polls `check` until it yields a value or the deadline passes (then the test fails).
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Runs a test body once per deployment.
+#[macro_export]
+macro_rules! both_deployments {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                $body(common::Deployment::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn scaled() {
+                $body(common::Deployment::Scaled).await
+            }
+        }
+    };
+}

@@ -231,7 +231,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
         {
             loc.push(field.to_owned().into());
             ("field required".to_owned(), "missing")
-        } else if inner.is_syntax() || inner.is_eof() {
+        } else if (inner.is_syntax() || inner.is_eof())
+            && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err()
+        {
+            // Broken JSON has no field to point at: the body as a whole is wrong.
+            loc.truncate(1);
             (format!("invalid JSON: {text}"), "json_invalid")
         } else if text.starts_with("unknown variant") {
             (strip_position(&text), "enum")

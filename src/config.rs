@@ -159,10 +159,10 @@ impl Config {
         {
             bail!("OMEGA_DATABASE_URL must be a postgres:// or sqlite:// URL");
         }
-        if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                bail!("OMEGA_REDIS_URL must be a redis:// or rediss:// URL");
-            }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            bail!("OMEGA_REDIS_URL must be a redis:// or rediss:// URL");
         }
         if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
             bail!("OMEGA_PUBLIC_URL must be an http(s) URL");
@@ -174,10 +174,10 @@ impl Config {
             }
             _ => {}
         }
-        if let Some(key) = &self.bootstrap_platform_key {
-            if entities::keys::prefix_of(key).is_none() {
-                bail!("OMEGA_BOOTSTRAP_PLATFORM_KEY must look like omk_<at least 13 characters>");
-            }
+        if let Some(key) = &self.bootstrap_platform_key
+            && entities::keys::prefix_of(key).is_none()
+        {
+            bail!("OMEGA_BOOTSTRAP_PLATFORM_KEY must look like omk_<at least 13 characters>");
         }
         if self.worker_concurrency == 0 || self.worker_concurrency > 1024 {
             bail!("OMEGA_WORKER_CONCURRENCY must be between 1 and 1024");

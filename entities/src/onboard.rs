@@ -3,7 +3,7 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, Set, TransactionTrait, sea_query::OnConflict,
+    QueryOrder, Set, sea_query::OnConflict,
 };
 use serde::{Deserialize, Serialize};
 
@@ -121,7 +121,7 @@ pub async fn latest_run(db: &impl ConnectionTrait, business_id: i64) -> Result<O
 /// Runs the whole import in one transaction and marks the run completed with its counts.
 pub async fn apply(db: &DatabaseConnection, request_id: &str, data: &Onboarding) -> Result<()> {
     set_run_status(db, request_id, RUNNING, None).await?;
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     upsert(&txn, data).await?;
     run::Entity::update_many()
         .col_expr(run::Column::Status, COMPLETED.into())

@@ -4,8 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::NotSet, ConnectionTrait, DatabaseConnection, EntityTrait, Set, TransactionTrait,
-    TryInsertResult,
+    ActiveValue::NotSet, ConnectionTrait, DatabaseConnection, EntityTrait, Set, TryInsertResult,
 };
 use serde::{Deserialize, Serialize};
 
@@ -61,7 +60,7 @@ pub struct RecordOutcome {
 
 /// Records the whole batch in one transaction.
 pub async fn record_batch(db: &DatabaseConnection, batch: &RecordBatch) -> Result<RecordOutcome> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let mut outcome = RecordOutcome::default();
     let now = Utc::now();
     for (index, item) in batch.items.iter().enumerate() {

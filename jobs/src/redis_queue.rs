@@ -32,7 +32,9 @@ for _, m in ipairs(due) do
   redis.call('XADD', KEYS[2], '*', 'e', m)
   redis.call('ZREM', KEYS[1], m)
 end
-return #due
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #nxt == 0 then return {#due, -1} end
+return {#due, tonumber(nxt[2])}
 ";
 
 const REPLAY: &str = r"
@@ -369,14 +371,21 @@ impl JobQueue for RedisQueue {
     ) -> Result<Vec<Delivery>, QueueError> {
         let keys = self.keys(t);
         let mut conn = self.conn.clone();
-        let _: u64 = self
+        let now = now_ms();
+        let (_moved, next_due): (u64, i64) = self
             .promote
             .key(&keys.delayed)
             .key(&keys.stream)
-            .arg(now_ms())
+            .arg(now)
             .arg(PROMOTE_BATCH)
             .invoke_async(&mut conn)
             .await?;
+        // Do not block past the next retry's due time, so retries run on schedule.
+        let wait = if next_due >= 0 {
+            wait.min(Duration::from_millis((next_due - now).max(1) as u64))
+        } else {
+            wait
+        };
 
         if self.reclaim_due(t) {
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")

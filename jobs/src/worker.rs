@@ -150,10 +150,10 @@ impl Backend for QueueSource {
             let fetch = self.fetching.take();
             let mut unstarted: Vec<Delivery> = self.buffer.drain(..).collect();
             self.closing = Some(Box::pin(async move {
-                if let Some(fetch) = fetch {
-                    if let Ok(more) = fetch.await {
-                        unstarted.extend(more);
-                    }
+                if let Some(fetch) = fetch
+                    && let Ok(more) = fetch.await
+                {
+                    unstarted.extend(more);
                 }
                 for d in unstarted {
                     if let Err(e) = queue.release(&d).await {

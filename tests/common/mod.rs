@@ -113,28 +113,24 @@ impl Drop for Sandbox {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                if let Some(name) = pg_db {
-                    if let Ok(admin) = sea_orm::Database::connect(pg_admin_url()).await {
-                        let _ = admin
-                            .execute_unprepared(&format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            ))
-                            .await;
-                    }
+                if let Some(name) = pg_db
+                    && let Ok(admin) = sea_orm::Database::connect(pg_admin_url()).await
+                {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = admin.execute_unprepared(&drop).await;
                 }
-                if let Some(prefix) = prefix {
-                    if let Ok(client) = redis::Client::open(redis_url()) {
-                        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                            let keys: Vec<String> = redis::cmd("KEYS")
-                                .arg(format!("{{{prefix}:*"))
-                                .query_async(&mut conn)
-                                .await
-                                .unwrap_or_default();
-                            if !keys.is_empty() {
-                                let _: Result<(), _> =
-                                    redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                            }
-                        }
+                if let Some(prefix) = prefix
+                    && let Ok(client) = redis::Client::open(redis_url())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{{{prefix}:*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                     }
                 }
             });
@@ -159,6 +155,12 @@ impl TestApp {
     }
 
     pub async fn spawn_in(sandbox: Sandbox, role: Role) -> TestApp {
+        if role != Role::Serve {
+            // As `omega migrate` would in a scaled deployment.
+            omega::prepare(&mut sandbox.config(), true)
+                .await
+                .expect("migrations");
+        }
         let running = omega::start(sandbox.config(), role)
             .await
             .expect("omega starts");

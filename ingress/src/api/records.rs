@@ -256,18 +256,17 @@ pub fn validate_attachment(c: &mut Checker, a: &EmailAttachment) {
             "value_error",
         );
     }
-    if let Some(content) = &a.content {
-        if base64::engine::general_purpose::STANDARD
+    if let Some(content) = &a.content
+        && base64::engine::general_purpose::STANDARD
             .decode(content)
             .is_err()
-        {
-            c.fail("content", "value is not valid base64", "value_error.base64");
-        }
+    {
+        c.fail("content", "value is not valid base64", "value_error.base64");
     }
-    if let Some(url) = &a.url {
-        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 {
-            c.fail("url", "value is not a valid http(s) URL", "value_error.url");
-        }
+    if let Some(url) = &a.url
+        && (!(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048)
+    {
+        c.fail("url", "value is not a valid http(s) URL", "value_error.url");
     }
     if let Some(name) = &a.filename {
         c.length("filename", name, 1, 255);
@@ -299,14 +298,14 @@ fn validate_provider_fields(
     if let Some(id) = provider_message_id {
         c.length("provider_message_id", id, 1, 255);
     }
-    if let Some(m) = metadata {
-        if !(m.is_object() || m.is_null()) {
-            c.fail(
-                "provider_metadata",
-                "value is not a valid dict",
-                "type_error.dict",
-            );
-        }
+    if let Some(m) = metadata
+        && !(m.is_object() || m.is_null())
+    {
+        c.fail(
+            "provider_metadata",
+            "value is not a valid dict",
+            "type_error.dict",
+        );
     }
 }
 
@@ -394,24 +393,30 @@ pub struct RecordApi {
 }
 
 /// Authorises, checks the business, and queues one job (once per Idempotency-Key).
+/// One request to queue work: where it goes and how to recognise a repeat of it.
+struct Submission<'a> {
+    business_id: i64,
+    idempotency_key: Option<String>,
+    route: &'static str,
+    body_hash: String,
+    trace: &'a RequestId,
+}
+
 async fn accept(
     state: &AppState,
     auth: &Auth,
-    business_id: i64,
-    idempotency_key: Option<String>,
-    route: &str,
-    body_hash: &str,
-    trace: &RequestId,
+    sub: Submission<'_>,
     make_job: impl FnOnce(&str) -> (Job, usize),
 ) -> Result<QueuedResponse, ApiError> {
-    auth.principal().require_key_for(business_id)?;
-    state.require_business_exists(business_id).await?;
+    auth.principal().require_key_for(sub.business_id)?;
+    state.require_business_exists(sub.business_id).await?;
+    let trace = sub.trace;
     let (response, replayed) = idempotency::once(
         state,
         auth.principal(),
-        idempotency_key,
-        route,
-        body_hash,
+        sub.idempotency_key,
+        sub.route,
+        &sub.body_hash,
         || async {
             let request_id = uuid::Uuid::new_v4().to_string();
             let (job, accepted) = make_job(&request_id);
@@ -455,16 +460,16 @@ impl RecordApi {
     ) -> Result<QueuedResponse, ApiError> {
         let ValidJson { value, body_hash } = body;
         let count = value.messages.len();
-        accept(
-            &self.state,
-            &auth,
-            business_id.0,
-            idempotency_key.0,
-            "sms/record",
-            &body_hash,
-            &trace,
-            |rid| (Job::RecordSms(value.into_batch(business_id.0, rid)), count),
-        )
+        let sub = Submission {
+            business_id: business_id.0,
+            idempotency_key: idempotency_key.0,
+            route: "sms/record",
+            body_hash,
+            trace: &trace,
+        };
+        accept(&self.state, &auth, sub, |rid| {
+            (Job::RecordSms(value.into_batch(business_id.0, rid)), count)
+        })
         .await
     }
 
@@ -487,21 +492,19 @@ impl RecordApi {
     ) -> Result<QueuedResponse, ApiError> {
         let ValidJson { value, body_hash } = body;
         let count = value.messages.len();
-        accept(
-            &self.state,
-            &auth,
-            business_id.0,
-            idempotency_key.0,
-            "email/record",
-            &body_hash,
-            &trace,
-            |rid| {
-                (
-                    Job::RecordEmail(value.into_batch(business_id.0, rid)),
-                    count,
-                )
-            },
-        )
+        let sub = Submission {
+            business_id: business_id.0,
+            idempotency_key: idempotency_key.0,
+            route: "email/record",
+            body_hash,
+            trace: &trace,
+        };
+        accept(&self.state, &auth, sub, |rid| {
+            (
+                Job::RecordEmail(value.into_batch(business_id.0, rid)),
+                count,
+            )
+        })
         .await
     }
 }

@@ -20,6 +20,7 @@
 //! | `OMEGA_JOB_BACKOFF_MAX_MS` | longest retry delay | `300000` |
 //! | `OMEGA_JOB_TIMEOUT_SECS` | a job running longer fails (and is retried) | `300` |
 //! | `OMEGA_QUEUE_VISIBILITY_SECS` | an unsettled delivery is redelivered after this (worker crash) | `60` |
+//! | `OMEGA_METRICS_LISTEN` | where an `omega worker` process serves `/metrics` (others serve it with the API) | unset |
 //! | `OMEGA_SHUTDOWN_TIMEOUT_SECS` | how long SIGTERM waits for requests and jobs under way | `30` |
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +56,7 @@ pub struct Config {
     pub job_timeout: Duration,
     pub visibility_timeout: Duration,
     pub shutdown_timeout: Duration,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -143,6 +145,12 @@ impl Config {
                 var("OMEGA_SHUTDOWN_TIMEOUT_SECS"),
                 30,
             )?),
+            metrics_listen: var("OMEGA_METRICS_LISTEN")
+                .map(|v| {
+                    v.parse()
+                        .map_err(|e| anyhow::anyhow!("OMEGA_METRICS_LISTEN={v:?} is invalid: {e}"))
+                })
+                .transpose()?,
         };
         config.validate()?;
         Ok(config)

@@ -2,6 +2,7 @@
 //! `ingress`, and `worker`. The CLI in `main.rs` and the integration tests both start omega
 //! through [`start`].
 pub mod config;
+pub mod jobs_cli;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,56 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use config::{Config, LogFormat};
+
+/// The process-wide Prometheus recorder (installed once, shared by every app in the process).
+pub fn metrics_render() -> ingress::MetricsRender {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    let handle = HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .expect("valid buckets")
+                .install_recorder()
+                .expect("the metrics recorder is installed once")
+        })
+        .clone();
+    Arc::new(move || handle.render())
+}
+
+/// How often the queue gauges are refreshed (a stats call per job type, not per scrape).
+const GAUGE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn refresh_queue_gauges(
+    queue: Arc<dyn JobQueue>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let refresh = async {
+        let mut every = tokio::time::interval(GAUGE_EVERY);
+        loop {
+            every.tick().await;
+            match queue.stats().await {
+                Ok(stats) => {
+                    for s in stats {
+                        for (state, n) in [
+                            ("pending", s.pending),
+                            ("running", s.running),
+                            ("retrying", s.retrying),
+                            ("dead", s.dead),
+                        ] {
+                            metrics::gauge!("omega_queue_jobs", "job_type" => s.job_type.clone(), "state" => state).set(n as f64);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read queue counts for metrics"),
+            }
+        }
+    };
+    tokio::select! { _ = refresh => {}, _ = stop => {} }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -119,12 +170,39 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
     let mut addr = None;
 
+    let metrics = metrics_render();
+    tasks.spawn({
+        let (queue, stop) = (queue.clone(), stopped(stop_rx.clone()));
+        async move {
+            refresh_queue_gauges(queue, stop).await;
+            Ok(())
+        }
+    });
+
+    if role == Role::Worker
+        && let Some(listen) = config.metrics_listen
+    {
+        // Worker processes have no API; they can still be scraped.
+        let acceptor = TcpListener::bind(listen.to_string())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let app = poem::Route::new().at("/metrics", ingress::metrics_endpoint(metrics.clone()));
+        let signal = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(app, signal, None)
+                .await
+                .context("metrics server")
+        });
+    }
+
     if role != Role::Worker {
         let state = Arc::new(ingress::AppState::new(
             db.clone(),
             Producer::new(queue.clone()),
         ));
-        let app = ingress::app(state, &config.public_url);
+        let app = ingress::app(state, &config.public_url, metrics.clone());
         let acceptor = TcpListener::bind(config.listen.to_string())
             .into_acceptor()
             .await

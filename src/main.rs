@@ -24,6 +24,11 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Queues and dead jobs (for operators).
+    Jobs {
+        #[command(subcommand)]
+        command: omega::jobs_cli::JobsCommand,
+    },
     /// API keys.
     Keys {
         #[command(subcommand)]
@@ -87,6 +92,12 @@ async fn main() -> anyhow::Result<()> {
             omega::prepare(&mut config, true).await?;
             println!("migrations applied");
             return Ok(());
+        }
+        Command::Jobs { command } => {
+            let migrate = config.is_sqlite();
+            let db = omega::prepare(&mut config, migrate).await?;
+            let queue = omega::open_queue(&config, &db).await?;
+            return omega::jobs_cli::run(queue, command).await;
         }
         Command::Keys {
             command:

@@ -389,3 +389,53 @@ async fn malformed_table_rows_are_buried_and_the_worker_goes_on() {
     );
     let _ = stop.send(());
 }
+
+async fn undecodable_payloads_go_dead_and_the_worker_goes_on(d: Deployment) {
+    // A well-formed envelope whose payload is no RecordSms job: the real worker buries it with
+    // the decode error and goes on with the next job.
+    let app = common::TestApp::spawn(d).await;
+    app.onboard(1).await;
+    let mut bad =
+        envelope(json!({"type": "record_sms", "data": {"business_id": 1, "items": "not a list"}}));
+    bad.business_id = Some(1);
+    app.queue.push(&[bad.clone()]).await.unwrap();
+    let body = json!({"category": "conversation", "messages": [{"client_id": 5, "to_number": "+14155550123", "message": "after", "status": "sent"}]});
+    let ok: serde_json::Value = app
+        .post(
+            "/businesses/1/sms/record",
+            Some(common::PLATFORM_KEY),
+            &body,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.request_messages(1, ok["request_id"].as_str().unwrap(), 1)
+        .await;
+    let dead = wait_for(
+        "the bad job to be buried",
+        Duration::from_secs(20),
+        || async {
+            let page = app
+                .queue
+                .list_dead(JobType::RecordSms, &DeadSelector::default(), 0, 10)
+                .await
+                .unwrap();
+            (page.total == 1).then_some(page)
+        },
+    )
+    .await;
+    assert_eq!(dead.items[0].id, bad.id);
+    assert_eq!(dead.items[0].attempts, 1, "decode errors are not retried");
+    assert!(
+        dead.items[0]
+            .last_error
+            .starts_with("undecodable record_sms payload"),
+        "{}",
+        dead.items[0].last_error
+    );
+}
+both_deployments!(
+    undecodable_payload,
+    undecodable_payloads_go_dead_and_the_worker_goes_on
+);

@@ -166,49 +166,6 @@ impl From<jobs::QueueError> for ApiError {
     }
 }
 
-tokio::task_local! {
-    /// The path of the request being handled, so that a path parameter that failed to parse
-    /// can be named (poem-openapi reports path parameters by position only).
-    pub static REQUEST_PATH: String;
-}
-
-/// The API's path templates, split into segments (`{name}` for parameters).
-static ROUTES: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
-
-/// Learns the path templates from the OpenAPI document.
-pub fn register_routes(spec_json: &str) {
-    let routes = serde_json::from_str::<serde_json::Value>(spec_json)
-        .ok()
-        .and_then(|spec| {
-            spec.get("paths")
-                .and_then(|p| p.as_object())
-                .map(|p| p.keys().cloned().collect::<Vec<_>>())
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .map(|t| t.split('/').map(str::to_owned).collect())
-        .collect();
-    let _ = ROUTES.set(routes);
-}
-
-/// The name of the `index`th path parameter of the current request's route.
-fn path_param_name(index: usize) -> Option<String> {
-    let path = REQUEST_PATH.try_with(|p| p.clone()).ok()?;
-    let segments: Vec<&str> = path.split('/').collect();
-    let routes = ROUTES.get()?;
-    let template = routes.iter().find(|t| {
-        t.len() == segments.len()
-            && t.iter()
-                .zip(&segments)
-                .all(|(t, s)| t.starts_with('{') || t == s)
-    })?;
-    template
-        .iter()
-        .filter_map(|t| t.strip_prefix('{').and_then(|t| t.strip_suffix('}')))
-        .nth(index)
-        .map(str::to_owned)
-}
-
 /// Where a failed parameter came from, for `loc`: header names carry dashes.
 fn param_location(name: &str) -> &'static str {
     if name.contains('-') {
@@ -229,7 +186,7 @@ pub fn from_extractor_error(err: poem::Error) -> ApiError {
             .name
             .strip_prefix("param")
             .and_then(|n| n.parse().ok())
-            .and_then(path_param_name)
+            .and_then(crate::routes::path_param_name)
             .unwrap_or_else(|| e.name.to_owned());
         return ApiError::invalid_at(&["path", &name], clean_reason(&e.reason), "type_error");
     }

@@ -2,6 +2,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod routes;
 pub mod state;
 pub mod validate;
 
@@ -33,13 +34,21 @@ async fn with_request_id<E: Endpoint>(next: E, mut req: Request) -> poem::Result
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("http", request_id = %id, method = %req.method(), path = %req.uri().path());
     let path = req.uri().path().to_owned();
-    error::REQUEST_PATH
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    routes::REQUEST_PATH
         .scope(path, async move {
             let mut resp = match next.call(req).await {
                 Ok(r) => r.into_response(),
                 Err(e) => error::render_error(e).await,
             };
-            tracing::debug!(status = resp.status().as_u16(), "answered");
+            let route = routes::current_template();
+            let status = resp.status().as_u16();
+            metrics::counter!("omega_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
+                .increment(1);
+            metrics::histogram!("omega_http_request_duration_seconds", "route" => route, "method" => method)
+                .record(started.elapsed().as_secs_f64());
+            tracing::debug!(status, "answered");
             if let Ok(v) = HeaderValue::from_str(&id) {
                 resp.headers_mut().insert(REQUEST_ID, v);
             }
@@ -49,16 +58,24 @@ async fn with_request_id<E: Endpoint>(next: E, mut req: Request) -> poem::Result
         .await
 }
 
-/// The whole HTTP application: the API, its OpenAPI document and docs page.
-pub fn app(state: Arc<AppState>, public_url: &str) -> impl Endpoint<Output = Response> + use<> {
+/// Renders the process's metrics in the Prometheus text format.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The whole HTTP application: the API, its OpenAPI document and docs page, and `/metrics`.
+pub fn app(
+    state: Arc<AppState>,
+    public_url: &str,
+    metrics: MetricsRender,
+) -> impl Endpoint<Output = Response> + use<> {
     let api = api::service(state.clone(), public_url);
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
-    error::register_routes(&api.spec());
+    routes::register(&api.spec());
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .at("/metrics", metrics_endpoint(metrics))
         .data(state)
         .with(poem::middleware::CatchPanic::new().with_handler(|_| {
             tracing::error!("a request handler panicked");
@@ -66,4 +83,14 @@ pub fn app(state: Arc<AppState>, public_url: &str) -> impl Endpoint<Output = Res
         }))
         .around(error::catch_all)
         .around(with_request_id)
+}
+
+/// `GET /metrics`: no key needed, as for `/health`.
+pub fn metrics_endpoint(render: MetricsRender) -> impl Endpoint<Output = Response> {
+    poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("text/plain; version=0.0.4")
+            .body(render())
+    })
+    .map_to_response()
 }

@@ -9,6 +9,7 @@
 mod envelope;
 mod error;
 mod job;
+pub mod ops;
 mod queue;
 pub mod redis_queue;
 mod retry;

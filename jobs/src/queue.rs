@@ -113,6 +113,13 @@ pub trait JobQueue: Send + Sync + 'static {
         limit: u64,
     ) -> Result<DeadPage, QueueError>;
 
+    /// The ids of the selected dead jobs, newest failure first.
+    async fn dead_ids(
+        &self,
+        job_type: JobType,
+        selector: &DeadSelector,
+    ) -> Result<Vec<String>, QueueError>;
+
     /// Puts selected dead jobs back on the queue with fresh attempts; returns how many.
     async fn replay_dead(
         &self,
@@ -165,6 +172,11 @@ impl Producer {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.queue.push(&envelopes).await
+        self.queue.push(&envelopes).await?;
+        for job in jobs {
+            metrics::counter!("omega_jobs_enqueued_total", "job_type" => job.job_type().as_str())
+                .increment(1);
+        }
+        Ok(())
     }
 }

@@ -605,6 +605,28 @@ impl JobQueue for RedisQueue {
         Ok(DeadPage { items, total })
     }
 
+    async fn dead_ids(
+        &self,
+        t: JobType,
+        selector: &DeadSelector,
+    ) -> Result<Vec<String>, QueueError> {
+        let keys = self.keys(t);
+        let mut conn = self.conn.clone();
+        if selector.business_id.is_none() && selector.error_contains.is_none() {
+            if let Some(ids) = &selector.ids {
+                return Ok(ids.clone());
+            }
+            return Ok(conn.zrevrange(&keys.dead_idx, 0, -1).await?);
+        }
+        Ok(self
+            .all_dead(t)
+            .await?
+            .into_iter()
+            .filter(|j| selector.matches(j))
+            .map(|j| j.id)
+            .collect())
+    }
+
     async fn replay_dead(&self, t: JobType, selector: &DeadSelector) -> Result<u64, QueueError> {
         let ids = self.dead_ids(t, selector).await?;
         self.run_dead_script(&self.replay, t, &ids).await

@@ -403,6 +403,35 @@ impl JobQueue for SqlQueue {
         })
     }
 
+    async fn dead_ids(
+        &self,
+        t: JobType,
+        selector: &DeadSelector,
+    ) -> Result<Vec<String>, QueueError> {
+        let (filter, values) = Self::dead_filter(selector);
+        let mut all = vec![Value::from(t.as_str())];
+        all.extend(values);
+        let rows = self
+            .db
+            .query_all_raw(self.stmt(
+                &format!(
+                    "SELECT id FROM omega_jobs WHERE job_type = ? AND state = 'dead'{filter} \
+                     ORDER BY last_failed_at DESC, id DESC"
+                ),
+                all,
+            ))
+            .await?;
+        let mut ids = rows
+            .into_iter()
+            .map(|r| r.try_get::<String>("", "id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(wanted) = &selector.ids {
+            let wanted: std::collections::HashSet<&String> = wanted.iter().collect();
+            ids.retain(|id| wanted.contains(id));
+        }
+        Ok(ids)
+    }
+
     async fn replay_dead(&self, t: JobType, selector: &DeadSelector) -> Result<u64, QueueError> {
         let n = self
             .over_dead(

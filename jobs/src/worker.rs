@@ -227,6 +227,17 @@ pub enum Settled {
     Unsettled,
 }
 
+impl Settled {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settled::Acked => "succeeded",
+            Settled::Retried => "retried",
+            Settled::Buried => "dead",
+            Settled::Unsettled => "unsettled",
+        }
+    }
+}
+
 impl<S> Service<JobTask> for Settle<S>
 where
     S: Service<JobTask>,
@@ -251,6 +262,7 @@ where
             consumer,
         } = self.layer.clone();
         Box::pin(async move {
+            let started = std::time::Instant::now();
             let lease = async {
                 let mut every = tokio::time::interval(queue.visibility_timeout() / 3);
                 every.tick().await;
@@ -265,7 +277,12 @@ where
                 outcome = run => outcome.map_err(Into::into),
                 never = lease => never,
             };
-            Ok(settle(&*queue, &policy, &d, outcome).await)
+            let settled = settle(&*queue, &policy, &d, outcome).await;
+            let job_type = d.envelope.job_type.as_str();
+            metrics::histogram!("omega_job_duration_seconds", "job_type" => job_type)
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("omega_jobs_settled_total", "job_type" => job_type, "outcome" => settled.as_str()).increment(1);
+            Ok(settled)
         })
     }
 }

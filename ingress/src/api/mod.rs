@@ -1,5 +1,6 @@
 //! The HTTP operations, one module per area of API.md. Handlers extract, authorise and call
 //! a function; the work lives in `entities` and the queue.
+pub mod admin;
 pub mod business;
 pub mod health;
 mod idempotency;
@@ -25,6 +26,8 @@ pub enum ApiTags {
     Messages,
     /// Onboarding businesses.
     Business,
+    /// Queues and dead jobs, for operators (platform key).
+    Operators,
 }
 
 pub type Apis = (
@@ -32,6 +35,7 @@ pub type Apis = (
     records::RecordApi,
     messages::MessagesApi,
     business::BusinessApi,
+    admin::AdminApi,
 );
 
 pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, ()> {
@@ -46,7 +50,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
             messages::MessagesApi {
                 state: state.clone(),
             },
-            business::BusinessApi { state },
+            business::BusinessApi {
+                state: state.clone(),
+            },
+            admin::AdminApi { state },
         ),
         "omega",
         env!("CARGO_PKG_VERSION"),

@@ -1,4 +1,5 @@
-//! The one configuration of every omega process, from `OMEGA_*` environment variables.
+//! The one configuration of every omega process, from `OMEGA_*` environment variables
+//! (optionally also from a file named by `OMEGA_CONFIG`; the environment wins).
 //! Every setting has a default that gives the embedded deployment; `validate` refuses
 //! combinations that cannot work before anything starts.
 //!
@@ -60,8 +61,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// The environment, over the optional file that `OMEGA_CONFIG` names (lines of
+    /// `OMEGA_NAME=value`; `#` starts a comment). The environment wins.
     pub fn from_env() -> anyhow::Result<Config> {
-        Config::from_lookup(|name| std::env::var(name).ok())
+        let file = match std::env::var("OMEGA_CONFIG") {
+            Ok(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading OMEGA_CONFIG={path}"))?;
+                parse_file(&text).with_context(|| format!("in OMEGA_CONFIG={path}"))?
+            }
+            Err(_) => Default::default(),
+        };
+        Config::from_lookup(|name| std::env::var(name).ok().or_else(|| file.get(name).cloned()))
     }
 
     /// Reads the settings through `lookup` (the environment, or a map in tests).
@@ -228,6 +239,29 @@ impl Config {
     }
 }
 
+/// `OMEGA_NAME=value` lines; blank lines and `#` comments are skipped; quotes are not special.
+fn parse_file(text: &str) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut out = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            bail!("line {}: expected OMEGA_NAME=value", i + 1);
+        };
+        let key = key.trim();
+        if !key.starts_with("OMEGA_") {
+            bail!(
+                "line {}: {key} is not an omega setting (they start with OMEGA_)",
+                i + 1
+            );
+        }
+        out.insert(key.to_owned(), value.trim().to_owned());
+    }
+    Ok(out)
+}
+
 #[cfg(unix)]
 fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -245,4 +279,59 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("creating {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_give_the_embedded_deployment() {
+        let c = Config::from_lookup(lookup(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.is_sqlite());
+        assert!(c.database_url.contains("data/omega.db"));
+        assert!(c.redis_url.is_none());
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.job_max_attempts, 8);
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_with_their_name() {
+        for (k, v) in [
+            ("OMEGA_LISTEN", "nowhere"),
+            ("OMEGA_LOG_FORMAT", "xml"),
+            ("OMEGA_DATABASE_URL", "mysql://x"),
+            ("OMEGA_REDIS_URL", "http://x"),
+            ("OMEGA_WORKER_CONCURRENCY", "0"),
+            ("OMEGA_SECRET_KEY", "c2hvcnQ="),
+            ("OMEGA_BOOTSTRAP_PLATFORM_KEY", "short"),
+        ] {
+            let err = Config::from_lookup(lookup(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(k), "{k}={v}: {err}");
+        }
+        let err = Config::from_lookup(lookup(&[("OMEGA_DATABASE_URL", "postgres://db/omega")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("OMEGA_SECRET_KEY"));
+    }
+
+    #[test]
+    fn config_files_are_name_value_lines() {
+        let map = parse_file("# comment\n\nOMEGA_LISTEN = 0.0.0.0:9000\nOMEGA_LOG_FORMAT=json\n")
+            .unwrap();
+        assert_eq!(map["OMEGA_LISTEN"], "0.0.0.0:9000");
+        assert_eq!(map["OMEGA_LOG_FORMAT"], "json");
+        assert!(parse_file("LISTEN=1").is_err());
+        assert!(parse_file("OMEGA_LISTEN").is_err());
+    }
 }

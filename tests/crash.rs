@@ -45,20 +45,7 @@ async fn held_jobs(app: &TestApp) -> u64 {
 async fn killed_worker_loses_nothing(d: Deployment) {
     let sandbox = Sandbox::new(d).await;
     let app = TestApp::spawn_in(sandbox, Role::Ingress).await;
-    let business = entities::onboard::Onboarding {
-        business_id: 1,
-        name: "Spa".into(),
-        timezone: "UTC".into(),
-        locations: vec![],
-        staff: vec![],
-        clients: vec![],
-    };
-    entities::onboard::start_run(&app.db, "run-1", 1)
-        .await
-        .unwrap();
-    entities::onboard::apply(&app.db, "run-1", &business)
-        .await
-        .unwrap();
+    app.onboard_directly(1).await;
 
     // Accept every request with no worker running.
     let app_ref = &app;
@@ -145,20 +132,7 @@ async fn accepted_jobs_survive_an_ingress_restart(d: Deployment) {
     // `serve`: the jobs accepted before are processed.
     let sandbox = Sandbox::new(d).await;
     let app = TestApp::spawn_in(sandbox, Role::Ingress).await;
-    let business = entities::onboard::Onboarding {
-        business_id: 1,
-        name: "Spa".into(),
-        timezone: "UTC".into(),
-        locations: vec![],
-        staff: vec![],
-        clients: vec![],
-    };
-    entities::onboard::start_run(&app.db, "run-1", 1)
-        .await
-        .unwrap();
-    entities::onboard::apply(&app.db, "run-1", &business)
-        .await
-        .unwrap();
+    app.onboard_directly(1).await;
     let body = json!({"category": "conversation", "messages": [{"client_id": 5, "to_number": "+14155550123", "message": "kept", "status": "sent"}]});
     let ok: Value = app
         .post("/businesses/1/sms/record", Some(PLATFORM_KEY), &body)

@@ -123,24 +123,68 @@ async fn check_session(req: &Request, token: ApiKey) -> poem::Result<Principal> 
     state(req)?.credentials.session(&token.key).await
 }
 
+/// A looked-up credential, trusted for `CACHE_TTL`. `None` values (no such credential) are
+/// cached too, so a flood of bogus credentials does not reach the database.
+struct TtlCache<V> {
+    entries: RwLock<HashMap<String, (V, Instant)>>,
+}
+
+impl<V: Clone> TtlCache<V> {
+    fn new() -> Self {
+        TtlCache {
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The cached value for `key`, or `load`'s (then cached).
+    async fn get_or_load<F, E>(&self, key: &str, load: F) -> poem::Result<V>
+    where
+        F: std::future::Future<Output = Result<V, E>>,
+        E: std::fmt::Display,
+    {
+        let cached = self
+            .entries
+            .read()
+            .expect("credential cache poisoned")
+            .get(key)
+            .cloned();
+        if let Some((value, fetched)) = cached
+            && fetched.elapsed() < CACHE_TTL
+        {
+            return Ok(value);
+        }
+        let value = load.await.map_err(|e| {
+            tracing::error!(error = %e, "credential lookup failed");
+            AuthUnavailable
+        })?;
+        let mut entries = self.entries.write().expect("credential cache poisoned");
+        if entries.len() >= CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(key.to_owned(), (value.clone(), Instant::now()));
+        Ok(value)
+    }
+}
+
+/// What a key lookup needs to check a presented key.
 #[derive(Clone)]
-struct CachedKey {
-    /// None: no such key (cached too, so a flood of bogus keys does not reach the database).
-    row: Option<(String, KeyKind, i64, bool)>,
-    fetched: Instant,
+struct StoredKey {
+    hash: String,
+    kind: KeyKind,
+    id: i64,
+    revoked: bool,
 }
 
 #[derive(Clone)]
-struct CachedSession {
-    principal: Option<Principal>,
+struct StoredSession {
+    principal: Principal,
     expires_at: chrono::DateTime<Utc>,
-    fetched: Instant,
 }
 
 pub struct Credentials {
     db: DatabaseConnection,
-    keys: RwLock<HashMap<String, CachedKey>>,
-    sessions: RwLock<HashMap<String, CachedSession>>,
+    keys: TtlCache<Option<StoredKey>>,
+    sessions: TtlCache<Option<StoredSession>>,
     touched: RwLock<HashMap<i64, Instant>>,
 }
 
@@ -148,61 +192,41 @@ impl Credentials {
     pub fn new(db: DatabaseConnection) -> Self {
         Credentials {
             db,
-            keys: Default::default(),
-            sessions: Default::default(),
+            keys: TtlCache::new(),
+            sessions: TtlCache::new(),
             touched: Default::default(),
         }
     }
 
     pub async fn api_key(&self, presented: &str) -> poem::Result<Principal> {
         let prefix = keys::prefix_of(presented).ok_or(poem_openapi::error::AuthorizationError)?;
-        let cached = self
+        let stored = self
             .keys
-            .read()
-            .expect("key cache poisoned")
-            .get(prefix)
-            .cloned();
-        let entry = match cached {
-            Some(c) if c.fetched.elapsed() < CACHE_TTL => c,
-            _ => {
-                let row = keys::find_by_prefix(&self.db, prefix).await.map_err(|e| {
-                    tracing::error!(error = %e, "api key lookup failed");
-                    AuthUnavailable
-                })?;
-                let entry = CachedKey {
-                    row: row
-                        .map(|r| {
-                            KeyKind::of(&r).map(|kind| {
-                                (r.key_hash.clone(), kind, r.id, r.revoked_at.is_some())
-                            })
-                        })
-                        .transpose()
-                        .map_err(|e| {
-                            tracing::error!(error = %e, "api key row unreadable");
-                            AuthUnavailable
-                        })?,
-                    fetched: Instant::now(),
+            .get_or_load(prefix, async {
+                let Some(row) = keys::find_by_prefix(&self.db, prefix).await? else {
+                    return Ok(None);
                 };
-                let mut cache = self.keys.write().expect("key cache poisoned");
-                if cache.len() >= CACHE_MAX {
-                    cache.clear();
-                }
-                cache.insert(prefix.to_owned(), entry.clone());
-                entry
-            }
-        };
-        let Some((hash, kind, id, revoked)) = entry.row else {
+                let kind = KeyKind::of(&row)?;
+                Ok::<_, entities::Error>(Some(StoredKey {
+                    hash: row.key_hash,
+                    kind,
+                    id: row.id,
+                    revoked: row.revoked_at.is_some(),
+                }))
+            })
+            .await?;
+        let Some(key) = stored else {
             return Err(poem_openapi::error::AuthorizationError.into());
         };
         let presented_hash = keys::hash_secret(presented);
-        if revoked || !bool::from(presented_hash.as_bytes().ct_eq(hash.as_bytes())) {
+        if key.revoked || !bool::from(presented_hash.as_bytes().ct_eq(key.hash.as_bytes())) {
             return Err(poem_openapi::error::AuthorizationError.into());
         }
-        self.touch(id);
-        Ok(match kind {
-            KeyKind::Platform => Principal::Platform { key_id: id },
+        self.touch(key.id);
+        Ok(match key.kind {
+            KeyKind::Platform => Principal::Platform { key_id: key.id },
             KeyKind::Business(business_id) => Principal::Business {
-                key_id: id,
+                key_id: key.id,
                 business_id,
             },
         })
@@ -234,44 +258,27 @@ impl Credentials {
     pub async fn session(&self, token: &str) -> poem::Result<Principal> {
         use entities::session;
         let hash = keys::hash_secret(token);
-        let cached = self
+        let stored = self
             .sessions
-            .read()
-            .expect("session cache poisoned")
-            .get(&hash)
-            .cloned();
-        let entry = match cached {
-            Some(c) if c.fetched.elapsed() < CACHE_TTL => c,
-            _ => {
+            .get_or_load(&hash, async {
                 let row = session::Entity::find()
                     .filter(session::Column::TokenHash.eq(hash.as_str()))
                     .one(&self.db)
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "session lookup failed");
-                        AuthUnavailable
-                    })?;
-                let entry = CachedSession {
-                    principal: row.as_ref().filter(|r| r.revoked_at.is_none()).map(|r| {
-                        Principal::Staff {
+                    .await?;
+                Ok::<_, sea_orm::DbErr>(row.filter(|r| r.revoked_at.is_none()).map(|r| {
+                    StoredSession {
+                        principal: Principal::Staff {
                             session_id: r.id,
                             business_id: r.business_id,
                             staff_id: r.staff_id,
-                        }
-                    }),
-                    expires_at: row.map(|r| r.expires_at).unwrap_or_else(Utc::now),
-                    fetched: Instant::now(),
-                };
-                let mut cache = self.sessions.write().expect("session cache poisoned");
-                if cache.len() >= CACHE_MAX {
-                    cache.clear();
-                }
-                cache.insert(hash, entry.clone());
-                entry
-            }
-        };
-        match entry.principal {
-            Some(p) if entry.expires_at > Utc::now() => Ok(p),
+                        },
+                        expires_at: r.expires_at,
+                    }
+                }))
+            })
+            .await?;
+        match stored {
+            Some(s) if s.expires_at > Utc::now() => Ok(s.principal),
             _ => Err(poem_openapi::error::AuthorizationError.into()),
         }
     }

@@ -255,28 +255,6 @@ impl RedisQueue {
         Ok(())
     }
 
-    async fn dead_ids(
-        &self,
-        t: JobType,
-        selector: &DeadSelector,
-    ) -> Result<Vec<String>, QueueError> {
-        let keys = self.keys(t);
-        let mut conn = self.conn.clone();
-        if selector.business_id.is_none() && selector.error_contains.is_none() {
-            if let Some(ids) = &selector.ids {
-                return Ok(ids.clone());
-            }
-            return Ok(conn.hkeys(&keys.dead).await?);
-        }
-        Ok(self
-            .all_dead(t)
-            .await?
-            .into_iter()
-            .filter(|j| selector.matches(j))
-            .map(|j| j.id)
-            .collect())
-    }
-
     async fn all_dead(&self, t: JobType) -> Result<Vec<DeadJob>, QueueError> {
         let mut conn = self.conn.clone();
         let all: HashMap<String, String> = conn.hgetall(self.keys(t).dead).await?;

@@ -235,6 +235,25 @@ impl TestApp {
         .await;
     }
 
+    /// Creates a business straight through the data layer (for processes with no worker).
+    pub async fn onboard_directly(&self, business_id: i64) {
+        let business = entities::onboard::Onboarding {
+            business_id,
+            name: "Spa".into(),
+            timezone: "UTC".into(),
+            locations: vec![],
+            staff: vec![],
+            clients: vec![],
+        };
+        let run = format!("direct-{business_id}");
+        entities::onboard::start_run(&self.db, &run, business_id)
+            .await
+            .unwrap();
+        entities::onboard::apply(&self.db, &run, &business)
+            .await
+            .unwrap();
+    }
+
     /// Creates a business key through the data layer (the admin API comes later).
     pub async fn business_key(&self, business_id: i64) -> String {
         let (_, key) = entities::keys::create(

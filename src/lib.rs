@@ -198,9 +198,13 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
     }
 
     if role != Role::Worker {
+        let settings = ingress::Settings {
+            public_url: config.public_url.clone(),
+        };
         let state = Arc::new(ingress::AppState::new(
             db.clone(),
             Producer::new(queue.clone()),
+            settings,
         ));
         let app = ingress::app(state, &config.public_url, metrics.clone());
         let acceptor = TcpListener::bind(config.listen.to_string())

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod model;
 pub mod onboard;
 pub mod record;
+pub mod sessions;
 pub mod types;
 
 pub use error::{Error, Result};

@@ -95,17 +95,25 @@ pub struct ApiKeyAuth(Principal);
 )]
 pub struct SessionAuth(Principal);
 
-/// Either credential.
+/// A session token as `Authorization: Bearer <token>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "check_bearer")]
+pub struct BearerAuth(Principal);
+
+/// Any credential.
 #[derive(SecurityScheme)]
 pub enum Auth {
     ApiKey(ApiKeyAuth),
     Session(SessionAuth),
+    Bearer(BearerAuth),
 }
 
 impl Auth {
     pub fn principal(&self) -> &Principal {
         match self {
-            Auth::ApiKey(ApiKeyAuth(p)) | Auth::Session(SessionAuth(p)) => p,
+            Auth::ApiKey(ApiKeyAuth(p))
+            | Auth::Session(SessionAuth(p))
+            | Auth::Bearer(BearerAuth(p)) => p,
         }
     }
 }
@@ -121,6 +129,13 @@ async fn check_api_key(req: &Request, key: ApiKey) -> poem::Result<Principal> {
 
 async fn check_session(req: &Request, token: ApiKey) -> poem::Result<Principal> {
     state(req)?.credentials.session(&token.key).await
+}
+
+async fn check_bearer(
+    req: &Request,
+    bearer: poem_openapi::auth::Bearer,
+) -> poem::Result<Principal> {
+    state(req)?.credentials.session(&bearer.token).await
 }
 
 /// A looked-up credential, trusted for `CACHE_TTL`. `None` values (no such credential) are

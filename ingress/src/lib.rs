@@ -12,7 +12,7 @@ use poem::http::HeaderValue;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use tracing::Instrument;
 
-pub use state::AppState;
+pub use state::{AppState, Settings};
 
 use error::ApiError;
 

@@ -8,8 +8,16 @@ use sea_orm::DatabaseConnection;
 use crate::auth::Credentials;
 use crate::error::ApiError;
 
+/// Settings of the ingress that come from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The URL clients and providers use (cookies are Secure when it is https).
+    pub public_url: String,
+}
+
 pub struct AppState {
     pub db: DatabaseConnection,
+    pub settings: Settings,
     pub producer: Producer,
     pub credentials: Credentials,
     /// Businesses known to exist. They are never deleted, so a hit needs no database read.
@@ -17,8 +25,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(db: DatabaseConnection, producer: Producer) -> Self {
+    pub fn new(db: DatabaseConnection, producer: Producer, settings: Settings) -> Self {
         AppState {
+            settings,
             credentials: Credentials::new(db.clone()),
             db,
             producer,

@@ -7,6 +7,7 @@ mod idempotency;
 pub mod messages;
 pub mod records;
 pub mod schemas;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub enum ApiTags {
     Business,
     /// Queues and dead jobs, for operators (platform key).
     Operators,
+    /// Staff sessions.
+    Session,
 }
 
 pub type Apis = (
@@ -36,6 +39,7 @@ pub type Apis = (
     messages::MessagesApi,
     business::BusinessApi,
     admin::AdminApi,
+    session::SessionApi,
 );
 
 pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, ()> {
@@ -53,7 +57,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
             business::BusinessApi {
                 state: state.clone(),
             },
-            admin::AdminApi { state },
+            admin::AdminApi {
+                state: state.clone(),
+            },
+            session::SessionApi { state },
         ),
         "omega",
         env!("CARGO_PKG_VERSION"),

@@ -1,0 +1,389 @@
+//! Every route of the OpenAPI document, enumerated from the document itself (so a route added
+//! later is covered), is called with no credentials, a wrong key, another business's key, an
+//! expired session and a revoked session: each answers 401 or 403 and no data. Plus the
+//! session life cycle: issue, use (cookie and bearer), expire.
+mod common;
+
+use std::time::Duration;
+
+use common::{Deployment, PLATFORM_KEY, TestApp};
+use serde_json::{Value, json};
+
+/// Routes that need no credentials (API.md: health, docs, OpenAPI, metrics).
+const PUBLIC: &[&str] = &["/health", "/health/db"];
+
+/// A body the operation would accept from an authorised caller, so that what is tested is
+/// the authorisation and not the validation.
+fn body_for(path: &str) -> Value {
+    match path {
+        p if p.ends_with("/sms/record") => {
+            json!({"category": "conversation", "messages": [{"client_id": 5, "to_number": "+14155550123", "message": "x", "status": "sent"}]})
+        }
+        p if p.ends_with("/email/record") => {
+            json!({"category": "conversation", "messages": [{"client_id": 5, "to_email": "a@example.com", "message": "x", "status": "sent"}]})
+        }
+        "/business/onboard" => common::onboard_body(1, "Spa"),
+        "/auth/token" | "/session/expire" => json!({"business_id": 1, "staff_id": 789}),
+        p if p.contains("/dead/") => json!({"dry_run": true}),
+        _ => json!({}),
+    }
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{business_id}", "1")
+        .replace("{request_id}", "6a0b8d2e-0d6f-4a55-9f3c-1d2f1f1f1f1f")
+        .replace("{job_type}", "record_sms")
+        .replace("{conversation_id}", "1")
+        .replace("{client_id}", "5")
+        .replace("{staff_id}", "789")
+        .replace("{id}", "1")
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Cred<'a> {
+    None,
+    Key(&'a str),
+    Cookie(&'a str),
+    Bearer(&'a str),
+}
+
+async fn call(app: &TestApp, method: &str, path: &str, cred: Cred<'_>) -> (u16, Value) {
+    let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+    let mut req = app.http.request(m.clone(), app.url(&concrete(path)));
+    if m != reqwest::Method::GET && m != reqwest::Method::DELETE {
+        req = req.json(&body_for(path));
+    }
+    req = match cred {
+        Cred::None => req,
+        Cred::Key(k) => req.header("X-API-KEY", k),
+        Cred::Cookie(t) => req.header("Cookie", format!("omega_session={t}")),
+        Cred::Bearer(t) => req.bearer_auth(t),
+    };
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn session(app: &TestApp, business_id: i64) -> String {
+    let v: Value = app
+        .post(
+            "/auth/token",
+            Some(PLATFORM_KEY),
+            &json!({"business_id": business_id, "staff_id": 789, "ttl_seconds": 600}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn every_route_refuses_bad_credentials(d: Deployment) {
+    let app = TestApp::spawn(d).await;
+    app.onboard(1).await;
+    app.onboard(2).await;
+    let other_key = app.business_key(2).await;
+    let (_, expired) = entities::sessions::create(&app.db, 1, 789, chrono::Duration::seconds(-5))
+        .await
+        .unwrap();
+    let revoked = session(&app, 1).await;
+    let resp = app
+        .post(
+            "/session/expire",
+            Some(PLATFORM_KEY),
+            &json!({"access_token": revoked}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+
+    let spec: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let mut checked = 0;
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let secured = op
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|s| !s.is_empty());
+            if PUBLIC.contains(&path.as_str()) {
+                assert!(!secured, "{path} is documented as public");
+                continue;
+            }
+            assert!(
+                secured,
+                "{method} {path} declares no security: add it, or list it as public"
+            );
+            for (label, cred, expected) in [
+                ("no credentials", Cred::None, 401),
+                (
+                    "a wrong key",
+                    Cred::Key("omk_thisisnotakeyatall000000"),
+                    401,
+                ),
+                ("another business's key", Cred::Key(&other_key), 403),
+                ("an expired session", Cred::Cookie(&expired), 401),
+                ("an expired bearer session", Cred::Bearer(&expired), 401),
+                ("a revoked session", Cred::Cookie(&revoked), 401),
+                ("a revoked bearer session", Cred::Bearer(&revoked), 401),
+            ] {
+                let (status, body) = call(&app, method, path, cred).await;
+                assert_eq!(status, expected, "{method} {path} with {label}: {body}");
+                let fields: Vec<&String> = body
+                    .as_object()
+                    .map(|o| o.keys().collect())
+                    .unwrap_or_default();
+                assert_eq!(
+                    fields,
+                    ["detail"],
+                    "{method} {path} with {label} leaked {body}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "only {checked} operations checked");
+}
+both_deployments!(every_route, every_route_refuses_bad_credentials);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_issued_used_and_expired() {
+    let app = TestApp::spawn(Deployment::Embedded).await;
+    app.onboard(1).await;
+    app.onboard(2).await;
+    let key1 = app.business_key(1).await;
+
+    // Issued to an API key allowed for the business, for a staff member of it.
+    let resp = app
+        .post(
+            "/auth/token",
+            Some(&key1),
+            &json!({"business_id": 1, "staff_id": 789}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("omega_session="));
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=28800"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "not https: {cookie}");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["token_type"], "bearer");
+    let token = v["access_token"].as_str().unwrap().to_owned();
+    assert!(cookie.contains(&token));
+    let expires: chrono::DateTime<chrono::Utc> = v["expires_at"].as_str().unwrap().parse().unwrap();
+    let hours = (expires - chrono::Utc::now()).num_minutes() as f64 / 60.0;
+    assert!((7.9..=8.0).contains(&hours), "{hours}");
+    // Not stored in plain text.
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM sessions WHERE token_hash = '{token}'"
+        ))
+        .await,
+        0
+    );
+
+    // Bad requests.
+    assert_eq!(
+        app.post(
+            "/auth/token",
+            Some(&key1),
+            &json!({"business_id": 2, "staff_id": 789})
+        )
+        .await
+        .status(),
+        403
+    );
+    assert_eq!(
+        app.post(
+            "/auth/token",
+            Some(&key1),
+            &json!({"business_id": 1, "staff_id": 4242})
+        )
+        .await
+        .status(),
+        404
+    );
+    assert_eq!(
+        app.post(
+            "/auth/token",
+            Some(&key1),
+            &json!({"business_id": 1, "staff_id": 789, "ttl_seconds": 90000})
+        )
+        .await
+        .status(),
+        422
+    );
+    assert_eq!(
+        app.post("/auth/token", Some(&key1), &json!({"business_id": 1}))
+            .await
+            .status(),
+        422
+    );
+
+    // The session reads its business's inbox data, with the cookie or as a bearer token …
+    let rid = uuid::Uuid::new_v4();
+    let path = format!("/businesses/1/messages/requests/{rid}");
+    let with_cookie = app
+        .http
+        .get(app.url(&path))
+        .header("Cookie", format!("omega_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_cookie.status(), 200);
+    assert_eq!(
+        app.http
+            .get(app.url(&path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // … but not another business's, nor write or admin endpoints, nor issue sessions.
+    let other = app
+        .http
+        .get(app.url(&format!("/businesses/2/messages/requests/{rid}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403);
+    let record = app
+        .http
+        .post(app.url("/businesses/1/sms/record"))
+        .bearer_auth(&token)
+        .json(&body_for("/businesses/1/sms/record"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(record.status(), 403);
+    assert_eq!(
+        app.http
+            .get(app.url("/admin/queues"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let again = app
+        .http
+        .post(app.url("/auth/token"))
+        .bearer_auth(&token)
+        .json(&json!({"business_id": 1, "staff_id": 789}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 403);
+
+    // A session can end itself; then it stops working within a second.
+    let expire = app
+        .http
+        .post(app.url("/session/expire"))
+        .bearer_auth(&token)
+        .json(&json!({"access_token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expire.status(), 200);
+    let v: Value = expire.json().await.unwrap();
+    assert_eq!(v["accepted"], 1);
+    common::wait_for(
+        "the session to stop working",
+        Duration::from_millis(1500),
+        || async {
+            (app.http
+                .get(app.url(&path))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 401)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // All of a staff member's sessions at once, by an API key of the business.
+    let a = session(&app, 1).await;
+    let b = session(&app, 1).await;
+    let v: Value = app
+        .post(
+            "/session/expire",
+            Some(&key1),
+            &json!({"business_id": 1, "staff_id": 789}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["accepted"], 2);
+    for t in [a, b] {
+        common::wait_for(
+            "the sessions to stop working",
+            Duration::from_millis(1500),
+            || async {
+                (app.http
+                    .get(app.url(&path))
+                    .bearer_auth(&t)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    == 401)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    // Another business's key cannot end them; a missing selector is a 422; an unknown token 404.
+    assert_eq!(
+        app.post(
+            "/session/expire",
+            Some(&app.business_key(2).await),
+            &json!({"business_id": 1, "staff_id": 789})
+        )
+        .await
+        .status(),
+        403
+    );
+    assert_eq!(
+        app.post("/session/expire", Some(&key1), &json!({"business_id": 1}))
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        app.post(
+            "/session/expire",
+            Some(&key1),
+            &json!({"access_token": "nope"})
+        )
+        .await
+        .status(),
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_are_secure_behind_https() {
+    let mut sandbox = common::Sandbox::new(Deployment::Embedded).await;
+    sandbox.set("OMEGA_PUBLIC_URL", "https://omega.example.com");
+    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
+    app.onboard(1).await;
+    let resp = app
+        .post(
+            "/auth/token",
+            Some(PLATFORM_KEY),
+            &json!({"business_id": 1, "staff_id": 789, "ttl_seconds": 60}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("Max-Age=60"), "{cookie}");
+}

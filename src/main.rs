@@ -53,6 +53,13 @@ enum KeysCommand {
         #[arg(long, default_value = "cli")]
         name: String,
     },
+    /// A business's keys (prefix, name, created, last used; never the key).
+    List {
+        #[arg(long)]
+        business: i64,
+    },
+    /// Revoke a key; it stops working within a second everywhere.
+    Revoke { id: i64 },
 }
 
 async fn shutdown_signal() {
@@ -98,6 +105,42 @@ async fn main() -> anyhow::Result<()> {
             let db = omega::prepare(&mut config, migrate).await?;
             let queue = omega::open_queue(&config, &db).await?;
             return omega::jobs_cli::run(queue, command).await;
+        }
+        Command::Keys {
+            command: KeysCommand::List { business },
+        } => {
+            let migrate = config.is_sqlite();
+            let db = omega::prepare(&mut config, migrate).await?;
+            for k in entities::keys::list_for_business(&db, business).await? {
+                let used = k
+                    .last_used_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "never".into());
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}\t{}\t{}\t{state}\tcreated {}\tlast used {used}",
+                    k.id,
+                    k.prefix,
+                    k.name,
+                    k.created_at.to_rfc3339()
+                );
+            }
+            return Ok(());
+        }
+        Command::Keys {
+            command: KeysCommand::Revoke { id },
+        } => {
+            let migrate = config.is_sqlite();
+            let db = omega::prepare(&mut config, migrate).await?;
+            let k = entities::keys::revoke(&db, id)
+                .await
+                .context("revoking the key")?;
+            println!("revoked key {} ({})", k.id, k.prefix);
+            return Ok(());
         }
         Command::Keys {
             command:

@@ -25,6 +25,7 @@ fn body_for(path: &str) -> Value {
         "/business/onboard" => common::onboard_body(1, "Spa"),
         "/auth/token" | "/session/expire" => json!({"business_id": 1, "staff_id": 789}),
         p if p.contains("/dead/") => json!({"dry_run": true}),
+        p if p.ends_with("/api-keys") => json!({"name": "integration"}),
         _ => json!({}),
     }
 }
@@ -386,4 +387,125 @@ async fn cookies_are_secure_behind_https() {
     let cookie = resp.headers()["set-cookie"].to_str().unwrap();
     assert!(cookie.contains("; Secure"), "{cookie}");
     assert!(cookie.contains("Max-Age=60"), "{cookie}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn business_api_keys_are_created_listed_and_revoked() {
+    let app = TestApp::spawn(Deployment::Embedded).await;
+    app.onboard(1).await;
+    let resp = app
+        .post(
+            "/admin/businesses/1/api-keys",
+            Some(PLATFORM_KEY),
+            &json!({"name": "booking app"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("omk_") && key.len() > 40);
+    assert_eq!(created["prefix"].as_str().unwrap(), &key[4..16]);
+    // It works for its business only.
+    let body = body_for("/businesses/1/sms/record");
+    assert_eq!(
+        app.post("/businesses/1/sms/record", Some(&key), &body)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.post(
+            "/admin/businesses/1/api-keys",
+            Some(&key),
+            &json!({"name": "x"})
+        )
+        .await
+        .status(),
+        403
+    );
+    // Listed without the key, with its last use.
+    let list: Value = app
+        .get("/admin/businesses/1/api-keys", Some(PLATFORM_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert!(!list.to_string().contains(&key));
+    assert_eq!(list[0]["name"], "booking app");
+    common::wait_for(
+        "the last use to be recorded",
+        Duration::from_secs(5),
+        || async {
+            let list: Value = app
+                .get("/admin/businesses/1/api-keys", Some(PLATFORM_KEY))
+                .await
+                .json()
+                .await
+                .unwrap();
+            list[0]["last_used_at"].is_string().then_some(())
+        },
+    )
+    .await;
+    // Revoked: stops working within a second.
+    let id = created["id"].as_i64().unwrap();
+    let resp = app
+        .http
+        .delete(app.url(&format!("/admin/api-keys/{id}")))
+        .header("X-API-KEY", PLATFORM_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let revoked: Value = resp.json().await.unwrap();
+    assert!(revoked["revoked_at"].is_string());
+    common::wait_for(
+        "the key to stop working",
+        Duration::from_millis(1500),
+        || async {
+            (app.post("/businesses/1/sms/record", Some(&key), &body)
+                .await
+                .status()
+                == 401)
+                .then_some(())
+        },
+    )
+    .await;
+    // Bad input.
+    assert_eq!(
+        app.post(
+            "/admin/businesses/1/api-keys",
+            Some(PLATFORM_KEY),
+            &json!({"name": " "})
+        )
+        .await
+        .status(),
+        422
+    );
+    assert_eq!(
+        app.post(
+            "/admin/businesses/999/api-keys",
+            Some(PLATFORM_KEY),
+            &json!({"name": "x"})
+        )
+        .await
+        .status(),
+        404
+    );
+    let missing = app
+        .http
+        .delete(app.url("/admin/api-keys/424242"))
+        .header("X-API-KEY", PLATFORM_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let bad = app
+        .http
+        .delete(app.url("/admin/api-keys/abc"))
+        .header("X-API-KEY", PLATFORM_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
 }

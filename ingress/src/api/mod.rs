@@ -4,6 +4,7 @@ pub mod admin;
 pub mod business;
 pub mod health;
 mod idempotency;
+pub mod keys;
 pub mod messages;
 pub mod records;
 pub mod schemas;
@@ -40,6 +41,7 @@ pub type Apis = (
     business::BusinessApi,
     admin::AdminApi,
     session::SessionApi,
+    keys::KeysApi,
 );
 
 pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, ()> {
@@ -60,7 +62,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
             admin::AdminApi {
                 state: state.clone(),
             },
-            session::SessionApi { state },
+            session::SessionApi {
+                state: state.clone(),
+            },
+            keys::KeysApi { state },
         ),
         "omega",
         env!("CARGO_PKG_VERSION"),

@@ -21,6 +21,8 @@
 //! | `OMEGA_JOB_BACKOFF_MAX_MS` | longest retry delay | `300000` |
 //! | `OMEGA_JOB_TIMEOUT_SECS` | a job running longer fails (and is retried) | `300` |
 //! | `OMEGA_QUEUE_VISIBILITY_SECS` | an unsettled delivery is redelivered after this (worker crash) | `60` |
+//! | `OMEGA_TWILIO_ACCOUNT_SID`, `OMEGA_TWILIO_AUTH_TOKEN` | the global Twilio account (webhook signatures) | unset |
+//! | `OMEGA_TWILIO_API_KEY_SID`, `OMEGA_TWILIO_API_KEY_SECRET`, `OMEGA_TWILIO_TWIML_APP_SID` | Twilio Voice access tokens | unset |
 //! | `OMEGA_METRICS_LISTEN` | where an `omega worker` process serves `/metrics` (others serve it with the API) | unset |
 //! | `OMEGA_SHUTDOWN_TIMEOUT_SECS` | how long SIGTERM waits for requests and jobs under way | `30` |
 use std::net::SocketAddr;
@@ -58,6 +60,8 @@ pub struct Config {
     pub visibility_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub metrics_listen: Option<SocketAddr>,
+    /// The global Twilio account; a business's own (from onboarding) takes precedence.
+    pub twilio: Option<entities::credentials::TwilioCredentials>,
 }
 
 impl Config {
@@ -156,6 +160,22 @@ impl Config {
                 var("OMEGA_SHUTDOWN_TIMEOUT_SECS"),
                 30,
             )?),
+            twilio: match (
+                var("OMEGA_TWILIO_ACCOUNT_SID"),
+                var("OMEGA_TWILIO_AUTH_TOKEN"),
+            ) {
+                (Some(account_sid), Some(auth_token)) => {
+                    Some(entities::credentials::TwilioCredentials {
+                        account_sid,
+                        auth_token,
+                        api_key_sid: var("OMEGA_TWILIO_API_KEY_SID"),
+                        api_key_secret: var("OMEGA_TWILIO_API_KEY_SECRET"),
+                        twiml_app_sid: var("OMEGA_TWILIO_TWIML_APP_SID"),
+                    })
+                }
+                (None, None) => None,
+                _ => bail!("OMEGA_TWILIO_ACCOUNT_SID and OMEGA_TWILIO_AUTH_TOKEN go together"),
+            },
             metrics_listen: var("OMEGA_METRICS_LISTEN")
                 .map(|v| {
                     v.parse()

@@ -198,8 +198,14 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
     }
 
     if role != Role::Worker {
+        let secret = config
+            .secret_key
+            .as_deref()
+            .context("the secret key is set by prepare()")?;
         let settings = ingress::Settings {
             public_url: config.public_url.clone(),
+            sealer: entities::secrets::Sealer::new(secret),
+            twilio: config.twilio.clone(),
         };
         let state = Arc::new(ingress::AppState::new(
             db.clone(),

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{Deployment, PLATFORM_KEY, TestApp};
+use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
 fn published_email_example() -> Value {
@@ -487,3 +488,111 @@ async fn openapi_document_has_the_contract_schemas() {
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"));
 }
+
+async fn onboarding_reports_bad_rows_and_seals_credentials(d: Deployment) {
+    let app = TestApp::spawn(d).await;
+    let mut body = common::onboard_body(3, "Glow Studio");
+    let clients = body["clients"].as_array_mut().unwrap();
+    clients.push(json!({"id": 7, "first_name": "Bad", "phone": "12", "client_type": "lead"}));
+    clients.push(json!({"id": 5, "first_name": "Again", "client_type": "client"}));
+    clients.push(json!({"id": 8, "email": "nope", "client_type": "client"}));
+    body["providers"] = json!({
+        "twilio": {"account_sid": format!("AC{}", "a".repeat(32)), "auth_token": "tok_0123456789abcdef",
+                   "api_key_sid": format!("SK{}", "b".repeat(32)), "api_key_secret": "sec_0123456789abcdef",
+                   "twiml_app_sid": format!("AP{}", "c".repeat(32))},
+        "email": {"provider": "sendgrid", "from_email": "hello@glow.example", "api_key": "SG.key_0123456789"}
+    });
+    let resp = app
+        .post("/business/onboard", Some(PLATFORM_KEY), &body)
+        .await;
+    assert_eq!(resp.status(), 202);
+    let status = common::wait_for(
+        "the onboarding",
+        std::time::Duration::from_secs(20),
+        || async {
+            let v: Value = app
+                .get("/business/3/onboarding-status", Some(PLATFORM_KEY))
+                .await
+                .json()
+                .await
+                .unwrap();
+            (v["status"] == "completed").then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(
+        status["counts"],
+        json!({"locations": 2, "staff": 1, "clients": 2})
+    );
+    let errors = status["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 3, "{status}");
+    assert_eq!(
+        errors[0],
+        json!({"section": "clients", "index": 2, "id": 7, "reason": "phone: value is not a valid E.164 phone number"})
+    );
+    assert_eq!(errors[1]["id"], 5);
+    assert!(
+        errors[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate id 5")
+    );
+    assert_eq!(
+        errors[2]["reason"],
+        "email: value is not a valid email address"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM clients WHERE business_id = 3")
+            .await,
+        2
+    );
+    // The first client 5 was kept, not the duplicate.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM clients WHERE business_id = 3 AND first_name = 'Grace'")
+            .await,
+        1
+    );
+
+    // Credentials: stored sealed, opened only with the service's key, never shown.
+    assert!(!status.to_string().contains("tok_0123456789abcdef"));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM provider_credentials WHERE business_id = 3")
+            .await,
+        2
+    );
+    let rows = entities::provider_credential::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap();
+    let twilio = rows.iter().find(|r| r.kind == "twilio").unwrap();
+    assert!(!twilio.sealed.contains("tok_0123456789abcdef"));
+    assert!(
+        !format!("{twilio:?}").contains(&twilio.sealed),
+        "Debug hides the sealed value"
+    );
+    let secret = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        &app.sandbox.env["OMEGA_SECRET_KEY"],
+    )
+    .unwrap();
+    let opened = entities::secrets::Sealer::new(&secret)
+        .open(&twilio.sealed)
+        .unwrap();
+    let creds: entities::credentials::TwilioCredentials = serde_json::from_slice(&opened).unwrap();
+    assert_eq!(creds.auth_token, "tok_0123456789abcdef");
+    assert!(
+        !format!("{creds:?}").contains("tok_0123456789abcdef"),
+        "Debug hides secrets"
+    );
+    // Nor did the queue see them in plain text.
+    let dead = app
+        .queue
+        .list_dead(jobs::JobType::Onboard, &Default::default(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.total, 0);
+}
+both_deployments!(
+    onboarding_rows,
+    onboarding_reports_bad_rows_and_seals_credentials
+);

@@ -31,6 +31,10 @@ fn body_for(path: &str) -> Value {
 }
 
 fn concrete(path: &str) -> String {
+    let query = match path {
+        "/voice-calls/token" => "?business_id=1&staff_id=789",
+        _ => "",
+    };
     path.replace("{business_id}", "1")
         .replace("{request_id}", "6a0b8d2e-0d6f-4a55-9f3c-1d2f1f1f1f1f")
         .replace("{job_type}", "record_sms")
@@ -38,6 +42,7 @@ fn concrete(path: &str) -> String {
         .replace("{client_id}", "5")
         .replace("{staff_id}", "789")
         .replace("{id}", "1")
+        + query
 }
 
 #[derive(Clone, Copy, Debug)]

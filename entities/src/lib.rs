@@ -1,5 +1,6 @@
 //! omega's data layer: sea-orm entities and the queries and commands that the ingress,
 //! the workers and the CLI share. Every function takes a connection or transaction.
+pub mod credentials;
 pub mod db;
 mod error;
 pub mod idempotency;
@@ -8,6 +9,7 @@ pub mod keys;
 pub mod model;
 pub mod onboard;
 pub mod record;
+pub mod secrets;
 pub mod sessions;
 pub mod types;
 

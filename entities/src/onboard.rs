@@ -8,7 +8,10 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use crate::types::ClientType;
-use crate::{Result, business, client, location, onboarding_run as run, staff, staff_location};
+use crate::{
+    Result, business, client, location, onboarding_run as run, provider_credential, staff,
+    staff_location,
+};
 
 /// Rows per INSERT statement: well under SQLite's bound-parameter limit for every table here.
 const BATCH: usize = 500;
@@ -21,6 +24,37 @@ pub struct Onboarding {
     pub locations: Vec<OnboardLocation>,
     pub staff: Vec<OnboardStaff>,
     pub clients: Vec<OnboardClient>,
+    /// Provider credentials, already sealed by the ingress (the queue never sees them plain).
+    #[serde(default)]
+    pub credentials: Vec<SealedCredential>,
+    /// Rows the ingress refused; reported in the run's status, the rest is imported.
+    #[serde(default)]
+    pub row_errors: Vec<RowError>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SealedCredential {
+    /// `twilio` or `email`.
+    pub kind: String,
+    pub sealed: String,
+}
+
+impl std::fmt::Debug for SealedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedCredential({}, <sealed>)", self.kind)
+    }
+}
+
+/// A row of an onboarding request that was not imported, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct RowError {
+    /// `locations`, `staff` or `clients`.
+    pub section: String,
+    /// Position in the request's list.
+    pub index: u32,
+    pub id: Option<i64>,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -86,6 +120,7 @@ pub async fn start_run(
         staff: Set(0),
         clients: Set(0),
         error: Set(None),
+        row_errors: Set(serde_json::json!([])),
         created_at: Set(now),
         updated_at: Set(now),
     }
@@ -128,6 +163,12 @@ pub async fn apply(db: &DatabaseConnection, request_id: &str, data: &Onboarding)
         .col_expr(run::Column::Locations, (data.locations.len() as i32).into())
         .col_expr(run::Column::Staff, (data.staff.len() as i32).into())
         .col_expr(run::Column::Clients, (data.clients.len() as i32).into())
+        .col_expr(
+            run::Column::RowErrors,
+            serde_json::to_value(&data.row_errors)
+                .unwrap_or_default()
+                .into(),
+        )
         .col_expr(run::Column::UpdatedAt, Utc::now().into())
         .filter(run::Column::RequestId.eq(request_id))
         .exec(&txn)
@@ -234,6 +275,28 @@ async fn upsert(db: &impl ConnectionTrait, data: &Onboarding) -> Result<()> {
                 .exec_without_returning(db)
                 .await?;
         }
+    }
+
+    for c in &data.credentials {
+        provider_credential::Entity::insert(provider_credential::ActiveModel {
+            business_id: Set(b),
+            kind: Set(c.kind.clone()),
+            sealed: Set(c.sealed.clone()),
+            updated_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::columns([
+                provider_credential::Column::BusinessId,
+                provider_credential::Column::Kind,
+            ])
+            .update_columns([
+                provider_credential::Column::Sealed,
+                provider_credential::Column::UpdatedAt,
+            ])
+            .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
     }
 
     for chunk in data.clients.chunks(BATCH) {

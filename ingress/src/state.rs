@@ -13,6 +13,10 @@ use crate::error::ApiError;
 pub struct Settings {
     /// The URL clients and providers use (cookies are Secure when it is https).
     pub public_url: String,
+    /// Seals provider credentials with the service's secret key.
+    pub sealer: entities::secrets::Sealer,
+    /// The global Twilio account, if configured.
+    pub twilio: Option<entities::credentials::TwilioCredentials>,
 }
 
 pub struct AppState {
@@ -32,6 +36,32 @@ impl AppState {
             db,
             producer,
             known_businesses: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// The Twilio account for a business: its own (from onboarding), else the global one.
+    pub async fn twilio_for(
+        &self,
+        business_id: i64,
+    ) -> Result<Option<entities::credentials::TwilioCredentials>, ApiError> {
+        use sea_orm::EntityTrait;
+        let own =
+            entities::provider_credential::Entity::find_by_id((business_id, "twilio".to_owned()))
+                .one(&self.db)
+                .await
+                .map_err(entities::Error::from)?;
+        match own {
+            Some(row) => {
+                let plain = self
+                    .settings
+                    .sealer
+                    .open(&row.sealed)
+                    .map_err(|e| ApiError::internal("opening credentials", e))?;
+                let creds = serde_json::from_slice(&plain)
+                    .map_err(|e| ApiError::internal("reading credentials", e))?;
+                Ok(Some(creds))
+            }
+            None => Ok(self.settings.twilio.clone()),
         }
     }
 

@@ -244,6 +244,8 @@ impl TestApp {
             locations: vec![],
             staff: vec![],
             clients: vec![],
+            credentials: vec![],
+            row_errors: vec![],
         };
         let run = format!("direct-{business_id}");
         entities::onboard::start_run(&self.db, &run, business_id)

@@ -8,6 +8,7 @@ pub mod location;
 pub mod message;
 pub mod message_event;
 pub mod onboarding_run;
+pub mod provider_credential;
 pub mod session;
 pub mod staff;
 pub mod staff_location;

@@ -14,6 +14,8 @@ pub struct Model {
     pub staff: i32,
     pub clients: i32,
     pub error: Option<String>,
+    /// Rows that were not imported: `[{section, index, id, reason}]`.
+    pub row_errors: Json,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

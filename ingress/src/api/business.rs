@@ -2,7 +2,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use entities::onboard::{self, OnboardClient, OnboardLocation, OnboardStaff, Onboarding};
+use entities::credentials::ProviderCredentials;
+use entities::onboard::{
+    self, OnboardClient, OnboardLocation, OnboardStaff, Onboarding, RowError, SealedCredential,
+};
+use entities::types::Provider;
 use jobs::{Job, OnboardJob};
 use poem::web::Data;
 use poem_openapi::param::{Header, Path};
@@ -36,10 +40,9 @@ pub struct BusinessOnboardRequest {
     /// Up to 100,000 clients.
     #[serde(default)]
     pub clients: Vec<OnboardClient>,
-    /// Per-business provider credentials. Not supported by this version yet: a request that
-    /// carries them is refused (422) rather than having them silently dropped.
+    /// The business's own provider accounts. Stored encrypted; never returned or logged.
     #[serde(default)]
-    pub providers: Option<serde_json::Value>,
+    pub providers: Option<ProviderCredentials>,
 }
 
 fn valid_timezone(tz: &str) -> bool {
@@ -66,27 +69,10 @@ fn optional_email(c: &mut Checker, field: &str, value: &Option<String>) {
     }
 }
 
-/// Reports ids that occur twice in one list.
-fn unique_ids(c: &mut Checker, list: &str, ids: impl Iterator<Item = i64>) {
-    let mut seen = HashSet::new();
-    c.at(list, |c| {
-        for (i, id) in ids.enumerate() {
-            if !seen.insert(id) {
-                c.at(i, |c| {
-                    c.fail(
-                        "id",
-                        format!("duplicate id {id} in this request"),
-                        "value_error.duplicate",
-                    )
-                });
-            }
-        }
-    });
-}
-
 impl Validate for BusinessOnboardRequest {
     const MAX_BODY: usize = 64 << 20;
 
+    /// The business itself must be valid (else 422); bad rows are only reported (see `split_rows`).
     fn validate(&mut self, c: &mut Checker) {
         c.positive("business_id", self.business_id);
         c.length("name", &self.name, 1, 255);
@@ -97,56 +83,168 @@ impl Validate for BusinessOnboardRequest {
                 "value_error.timezone",
             );
         }
-        if self.providers.as_ref().is_some_and(|p| !p.is_null()) {
-            c.fail(
-                "providers",
-                "per-business provider credentials are not supported by this version",
-                "value_error.unsupported",
-            );
-        }
         c.count("locations", self.locations.len(), 0, MAX_LOCATIONS);
         c.count("staff", self.staff.len(), 0, MAX_STAFF);
         c.count("clients", self.clients.len(), 0, MAX_CLIENTS);
-        unique_ids(c, "locations", self.locations.iter().map(|l| l.id));
-        unique_ids(c, "staff", self.staff.iter().map(|s| s.id));
-        unique_ids(c, "clients", self.clients.iter().map(|s| s.id));
-        c.at("locations", |c| {
-            for (i, l) in self.locations.iter_mut().enumerate() {
-                c.at(i, |c| {
-                    c.positive("id", l.id);
-                    c.length("name", &l.name, 1, 255);
-                    optional_phone(c, "phone_number", &mut l.phone_number);
-                    optional_email(c, "email", &l.email);
-                    if l.timezone.as_deref().is_some_and(|tz| !valid_timezone(tz)) {
-                        c.fail(
-                            "timezone",
-                            "value is not a valid IANA time zone",
-                            "value_error.timezone",
-                        );
+        if let Some(p) = &self.providers {
+            c.at("providers", |c| validate_providers(c, p));
+        }
+    }
+}
+
+fn sid(c: &mut Checker, field: &str, value: &str, prefix: &str) {
+    let ok = value.len() == 34
+        && value.starts_with(prefix)
+        && value[2..].chars().all(|ch| ch.is_ascii_hexdigit());
+    if !ok {
+        c.fail(
+            field,
+            format!("value is not a Twilio SID ({prefix} and 32 hex digits)"),
+            "value_error.sid",
+        );
+    }
+}
+
+fn validate_providers(c: &mut Checker, p: &ProviderCredentials) {
+    if let Some(t) = &p.twilio {
+        c.at("twilio", |c| {
+            sid(c, "account_sid", &t.account_sid, "AC");
+            c.length("auth_token", &t.auth_token, 16, 128);
+            if let Some(k) = &t.api_key_sid {
+                sid(c, "api_key_sid", k, "SK");
+            }
+            if let Some(s) = &t.api_key_secret {
+                c.length("api_key_secret", s, 16, 128);
+            }
+            if t.api_key_sid.is_some() != t.api_key_secret.is_some() {
+                c.fail(
+                    "api_key_secret",
+                    "api_key_sid and api_key_secret go together",
+                    "value_error",
+                );
+            }
+            if let Some(a) = &t.twiml_app_sid {
+                sid(c, "twiml_app_sid", a, "AP");
+            }
+        });
+    }
+    if let Some(e) = &p.email {
+        c.at("email", |c| {
+            c.email("from_email", &e.from_email);
+            match e.provider {
+                Provider::Smtp => match &e.smtp_url {
+                    Some(url) if url.starts_with("smtp://") || url.starts_with("smtps://") => {}
+                    _ => c.fail(
+                        "smtp_url",
+                        "an smtp:// or smtps:// URL is required for smtp",
+                        "value_error.url",
+                    ),
+                },
+                Provider::Sendgrid | Provider::Mailgun | Provider::Ses | Provider::Postmark => {
+                    if e.api_key.as_deref().is_none_or(str::is_empty) {
+                        c.fail("api_key", "field required for this provider", "missing");
                     }
-                });
+                }
+                _ => c.fail(
+                    "provider",
+                    "value is not an email provider",
+                    "value_error.provider",
+                ),
             }
         });
-        c.at("staff", |c| {
-            for (i, s) in self.staff.iter_mut().enumerate() {
-                c.at(i, |c| {
-                    c.positive("id", s.id);
-                    c.length("first_name", &s.first_name, 0, 255);
-                    c.length("last_name", &s.last_name, 0, 255);
-                    optional_phone(c, "phone", &mut s.phone);
-                    optional_email(c, "email", &s.email);
-                });
-            }
-        });
-        c.at("clients", |c| {
-            for (i, cl) in self.clients.iter_mut().enumerate() {
-                c.at(i, |c| {
-                    c.positive("id", cl.id);
-                    optional_phone(c, "phone", &mut cl.phone);
-                    optional_email(c, "email", &cl.email);
-                });
-            }
-        });
+    }
+}
+
+/// Checks each row on its own: a row with a problem (an invalid phone or address, an id used
+/// twice) is left out and reported; the others are imported, with phones normalised.
+fn rows<T>(
+    section: &str,
+    list: Vec<T>,
+    id: impl Fn(&T) -> i64,
+    check: impl Fn(&mut T, &mut Checker),
+) -> (Vec<T>, Vec<RowError>) {
+    let mut seen = HashSet::new();
+    let mut good = Vec::with_capacity(list.len());
+    let mut errors = Vec::new();
+    for (index, mut row) in list.into_iter().enumerate() {
+        let row_id = id(&row);
+        let mut c = Checker::new(section);
+        if !seen.insert(row_id) {
+            c.fail(
+                "id",
+                format!("duplicate id {row_id} in this request"),
+                "value_error.duplicate",
+            );
+        }
+        c.positive("id", row_id);
+        check(&mut row, &mut c);
+        match c.into_result() {
+            Ok(()) => good.push(row),
+            Err(problems) => errors.push(RowError {
+                section: section.to_owned(),
+                index: index as u32,
+                id: Some(row_id),
+                reason: problems
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{}: {}",
+                            p.loc.last().and_then(|v| v.as_str()).unwrap_or("row"),
+                            p.msg
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }),
+        }
+    }
+    (good, errors)
+}
+
+impl BusinessOnboardRequest {
+    /// Splits the rows into those to import and those to report.
+    fn split_rows(&mut self) -> Vec<RowError> {
+        let (locations, mut errors) = rows(
+            "locations",
+            std::mem::take(&mut self.locations),
+            |l| l.id,
+            |l, c| {
+                c.length("name", &l.name, 1, 255);
+                optional_phone(c, "phone_number", &mut l.phone_number);
+                optional_email(c, "email", &l.email);
+                if l.timezone.as_deref().is_some_and(|tz| !valid_timezone(tz)) {
+                    c.fail(
+                        "timezone",
+                        "value is not a valid IANA time zone",
+                        "value_error.timezone",
+                    );
+                }
+            },
+        );
+        let (staff, e) = rows(
+            "staff",
+            std::mem::take(&mut self.staff),
+            |s| s.id,
+            |s, c| {
+                c.length("first_name", &s.first_name, 0, 255);
+                c.length("last_name", &s.last_name, 0, 255);
+                optional_phone(c, "phone", &mut s.phone);
+                optional_email(c, "email", &s.email);
+            },
+        );
+        errors.extend(e);
+        let (clients, e) = rows(
+            "clients",
+            std::mem::take(&mut self.clients),
+            |cl| cl.id,
+            |cl, c| {
+                optional_phone(c, "phone", &mut cl.phone);
+                optional_email(c, "email", &cl.email);
+            },
+        );
+        errors.extend(e);
+        (self.locations, self.staff, self.clients) = (locations, staff, clients);
+        errors
     }
 }
 
@@ -190,7 +288,37 @@ pub struct OnboardingStatus {
     pub status: OnboardingState,
     pub counts: OnboardingCounts,
     pub error: Option<String>,
+    /// Rows that were not imported, with why; the others were.
+    pub errors: Vec<RowError>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Seals each provider's credentials for the queue and the database.
+fn seal(
+    sealer: &entities::secrets::Sealer,
+    providers: Option<ProviderCredentials>,
+) -> Result<Vec<SealedCredential>, ApiError> {
+    let Some(p) = providers else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    if let Some(t) = p.twilio {
+        let json =
+            serde_json::to_vec(&t).map_err(|e| ApiError::internal("encoding credentials", e))?;
+        out.push(SealedCredential {
+            kind: "twilio".into(),
+            sealed: sealer.seal(&json),
+        });
+    }
+    if let Some(e) = p.email {
+        let json =
+            serde_json::to_vec(&e).map_err(|e| ApiError::internal("encoding credentials", e))?;
+        out.push(SealedCredential {
+            kind: "email".into(),
+            sealed: sealer.seal(&json),
+        });
+    }
+    Ok(out)
 }
 
 pub struct BusinessApi {
@@ -212,8 +340,13 @@ impl BusinessApi {
         trace: Data<&RequestId>,
     ) -> Result<OnboardResponse, ApiError> {
         auth.principal().require_platform()?;
-        let ValidJson { value, body_hash } = body;
+        let ValidJson {
+            mut value,
+            body_hash,
+        } = body;
         let state = &self.state;
+        let row_errors = value.split_rows();
+        let credentials = seal(&state.settings.sealer, value.providers.take())?;
         let (accepted, replayed) = idempotency::once(
             state,
             auth.principal(),
@@ -233,6 +366,8 @@ impl BusinessApi {
                         locations: value.locations,
                         staff: value.staff,
                         clients: value.clients,
+                        credentials,
+                        row_errors,
                     },
                 });
                 if let Err(e) = state
@@ -302,6 +437,7 @@ impl BusinessApi {
                 clients: run.clients as u32,
             },
             error: run.error,
+            errors: serde_json::from_value(run.row_errors).unwrap_or_default(),
             updated_at: run.updated_at,
         }))
     }

@@ -9,6 +9,7 @@ pub mod messages;
 pub mod records;
 pub mod schemas;
 pub mod session;
+pub mod voice;
 
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ pub enum ApiTags {
     Operators,
     /// Staff sessions.
     Session,
+    /// Browser calling (Twilio Voice).
+    VoiceCalls,
 }
 
 pub type Apis = (
@@ -42,6 +45,7 @@ pub type Apis = (
     admin::AdminApi,
     session::SessionApi,
     keys::KeysApi,
+    voice::VoiceApi,
 );
 
 pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, ()> {
@@ -65,7 +69,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
             session::SessionApi {
                 state: state.clone(),
             },
-            keys::KeysApi { state },
+            keys::KeysApi {
+                state: state.clone(),
+            },
+            voice::VoiceApi { state },
         ),
         "omega",
         env!("CARGO_PKG_VERSION"),

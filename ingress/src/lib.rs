@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod routes;
 pub mod state;
+pub mod twilio;
 pub mod validate;
 
 use std::sync::Arc;

@@ -1,4 +1,5 @@
 //! The typed job payloads. Each job type has its own queue (stream or table partition).
+use entities::calls::CallRecord;
 use entities::onboard::Onboarding;
 use entities::record::RecordBatch;
 use serde::{Deserialize, Serialize};
@@ -8,17 +9,23 @@ use serde::{Deserialize, Serialize};
 pub enum JobType {
     RecordSms,
     RecordEmail,
+    RecordCall,
     Onboard,
 }
 
 impl JobType {
-    pub const ALL: &'static [JobType] =
-        &[JobType::RecordSms, JobType::RecordEmail, JobType::Onboard];
+    pub const ALL: &'static [JobType] = &[
+        JobType::RecordSms,
+        JobType::RecordEmail,
+        JobType::RecordCall,
+        JobType::Onboard,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobType::RecordSms => "record_sms",
             JobType::RecordEmail => "record_email",
+            JobType::RecordCall => "record_call",
             JobType::Onboard => "onboard",
         }
     }
@@ -46,6 +53,7 @@ pub struct OnboardJob {
 pub enum Job {
     RecordSms(RecordBatch),
     RecordEmail(RecordBatch),
+    RecordCall(CallRecord),
     Onboard(OnboardJob),
 }
 
@@ -54,6 +62,7 @@ impl Job {
         match self {
             Job::RecordSms(_) => JobType::RecordSms,
             Job::RecordEmail(_) => JobType::RecordEmail,
+            Job::RecordCall(_) => JobType::RecordCall,
             Job::Onboard(_) => JobType::Onboard,
         }
     }
@@ -61,6 +70,7 @@ impl Job {
     pub fn business_id(&self) -> i64 {
         match self {
             Job::RecordSms(b) | Job::RecordEmail(b) => b.business_id,
+            Job::RecordCall(c) => c.business_id,
             Job::Onboard(o) => o.data.business_id,
         }
     }

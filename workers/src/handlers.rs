@@ -50,6 +50,12 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
                     "recorded messages"
                 );
             }
+            Job::RecordCall(call) => {
+                let recorded = entities::calls::record_call(&ctx.db, &call)
+                    .await
+                    .map_err(classify)?;
+                tracing::info!(recorded, "recorded a call");
+            }
             Job::Onboard(job) => {
                 if let Err(e) = onboard::apply(&ctx.db, &job.request_id, &job.data).await {
                     let error = classify(e);

@@ -46,6 +46,7 @@ pub type Apis = (
     session::SessionApi,
     keys::KeysApi,
     voice::VoiceApi,
+    voice::TwimlApi,
 );
 
 pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, ()> {
@@ -72,7 +73,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
             keys::KeysApi {
                 state: state.clone(),
             },
-            voice::VoiceApi { state },
+            voice::VoiceApi {
+                state: state.clone(),
+            },
+            voice::TwimlApi { state },
         ),
         "omega",
         env!("CARGO_PKG_VERSION"),

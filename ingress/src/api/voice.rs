@@ -2,10 +2,18 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::Query;
-use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use entities::calls::{self, CallRecord};
+use entities::types::Direction;
+use jobs::Job;
+use poem::web::Data;
+use poem_openapi::param::{Header, Query};
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Serialize;
+
+use crate::RequestId;
+use crate::twilio::{self, Noun, TwilioForm, Verb};
+use crate::validate::normalize_phone;
 
 use super::ApiTags;
 use crate::auth::{Auth, Principal, require_business_access};
@@ -109,6 +117,74 @@ pub struct VoiceApi {
     pub state: Arc<AppState>,
 }
 
+#[derive(ApiResponse)]
+pub enum TwimlResponse {
+    /// TwiML for Twilio.
+    #[oai(status = 200, content_type = "text/xml")]
+    Ok(PlainText<String>),
+    /// A missing or wrong `X-Twilio-Signature`: nothing was done.
+    #[oai(status = 403)]
+    Forbidden(Json<crate::error::ErrorDetail>),
+}
+
+/// Most browsers an incoming call rings at once.
+const MAX_RINGING: u64 = 10;
+
+fn hang_up(sentence: &str) -> TwimlResponse {
+    TwimlResponse::Ok(PlainText(twilio::twiml(&[
+        Verb::Say(sentence.into()),
+        Verb::Hangup,
+    ])))
+}
+
+fn forbidden(why: &str) -> TwimlResponse {
+    TwimlResponse::Forbidden(Json(crate::error::ErrorDetail { detail: why.into() }))
+}
+
+/// What a call request is about, read from its (not yet verified) parameters.
+enum CallKind {
+    /// A staff member's browser calls `to`.
+    Browser { business_id: i64, staff_id: i64 },
+    /// Someone calls a location's number.
+    Incoming { business_id: i64, location_id: i64 },
+}
+
+/// `POST /voice-calls/twiml`: authenticated by Twilio's signature, not by a key.
+pub struct TwimlApi {
+    pub state: Arc<AppState>,
+}
+
+impl TwimlApi {
+    async fn classify(&self, form: &TwilioForm) -> Result<Option<CallKind>, ApiError> {
+        let from = form.get("From").unwrap_or_default();
+        if let Some(identity) = from.strip_prefix("client:") {
+            return Ok(
+                parse_identity(identity).map(|(business_id, staff_id)| CallKind::Browser {
+                    business_id,
+                    staff_id,
+                }),
+            );
+        }
+        let Some(to) = form.get("To").and_then(normalize_phone) else {
+            return Ok(None);
+        };
+        let location = calls::location_by_number(&self.state.db, &to).await?;
+        Ok(location.map(|l| CallKind::Incoming {
+            business_id: l.business_id,
+            location_id: l.id,
+        }))
+    }
+
+    async fn queue_call(&self, call: CallRecord, trace: &RequestId) -> Result<(), ApiError> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        self.state
+            .producer
+            .enqueue(&[Job::RecordCall(call)], &request_id, Some(&trace.0))
+            .await?;
+        Ok(())
+    }
+}
+
 #[OpenApi]
 impl VoiceApi {
     /// Voice access token
@@ -190,6 +266,149 @@ impl VoiceApi {
             identity: who,
             expires_at: now + chrono::Duration::seconds(ttl),
         }))
+    }
+}
+
+#[OpenApi]
+impl TwimlApi {
+    /// Handle TwiML call
+    ///
+    /// Twilio's voice URL, signature-checked like the other Twilio webhooks. A browser call
+    /// (`From=client:<identity>`) dials `To` with the caller id of the staff member's location;
+    /// a call to a location's number rings its staff's browsers. Either is recorded as a
+    /// `voice` message in the client's conversation. A `To` that is not a phone number, or an
+    /// identity not of the business, gets a spoken refusal and records nothing.
+    #[oai(
+        path = "/voice-calls/twiml",
+        method = "post",
+        tag = "ApiTags::VoiceCalls"
+    )]
+    async fn twiml(
+        &self,
+        #[oai(name = "X-Twilio-Signature")] signature: Header<Option<String>>,
+        form: TwilioForm,
+        trace: Data<&RequestId>,
+    ) -> Result<TwimlResponse, ApiError> {
+        let Some(kind) = self.classify(&form).await? else {
+            return Ok(forbidden("This call does not belong to any business here"));
+        };
+        let business_id = match kind {
+            CallKind::Browser { business_id, .. } | CallKind::Incoming { business_id, .. } => {
+                business_id
+            }
+        };
+        // Verify against the account of the business the call names; nothing is done before.
+        let Some(creds) = self.state.twilio_for(business_id).await? else {
+            return Ok(forbidden(
+                "No Twilio account is configured for this business",
+            ));
+        };
+        let url = format!(
+            "{}{}",
+            self.state.settings.public_url.trim_end_matches('/'),
+            form.path_and_query
+        );
+        let valid = signature
+            .0
+            .as_deref()
+            .is_some_and(|sig| twilio::verify(&creds.auth_token, &url, &form.params, sig));
+        if !valid {
+            tracing::warn!(
+                business_id,
+                "voice webhook with a missing or wrong signature"
+            );
+            return Ok(forbidden("Invalid Twilio signature"));
+        }
+        let call_sid = form.get("CallSid").unwrap_or_default().to_owned();
+        let status_url = format!(
+            "{}/twilio/voice/status",
+            self.state.settings.public_url.trim_end_matches('/')
+        );
+        let db = &self.state.db;
+        match kind {
+            CallKind::Browser {
+                business_id,
+                staff_id,
+            } => {
+                use sea_orm::EntityTrait;
+                let staff = entities::staff::Entity::find_by_id((business_id, staff_id))
+                    .one(db)
+                    .await
+                    .map_err(entities::Error::from)?;
+                let Some(to) = form.get("To").and_then(normalize_phone) else {
+                    return Ok(hang_up("Sorry, that is not a valid phone number."));
+                };
+                if staff.is_none() {
+                    return Ok(hang_up("Sorry, you cannot place calls for this business."));
+                }
+                let Some((location_id, caller_id)) =
+                    calls::caller_id_of(db, business_id, staff_id).await?
+                else {
+                    return Ok(hang_up(
+                        "Sorry, your location has no phone number to call from.",
+                    ));
+                };
+                if !call_sid.is_empty() {
+                    let call = CallRecord {
+                        business_id,
+                        location_id: Some(location_id),
+                        staff_id: Some(staff_id),
+                        call_sid,
+                        direction: Direction::Outbound,
+                        client_phone: to.clone(),
+                        from: caller_id.clone(),
+                        to: to.clone(),
+                        at: Utc::now(),
+                    };
+                    self.queue_call(call, &trace).await?;
+                }
+                Ok(TwimlResponse::Ok(PlainText(twilio::twiml(&[Verb::Dial {
+                    attrs: vec![("callerId", caller_id), ("answerOnBridge", "true".into())],
+                    nouns: vec![Noun::Number {
+                        attrs: vec![
+                            ("statusCallback", status_url),
+                            (
+                                "statusCallbackEvent",
+                                "initiated ringing answered completed".into(),
+                            ),
+                        ],
+                        number: to,
+                    }],
+                }]))))
+            }
+            CallKind::Incoming {
+                business_id,
+                location_id,
+            } => {
+                let staff =
+                    calls::staff_of_location(db, business_id, location_id, MAX_RINGING).await?;
+                if staff.is_empty() {
+                    return Ok(hang_up("Sorry, no one is available to take your call."));
+                }
+                let from = form.get("From").unwrap_or_default();
+                if let (Some(caller), false) = (normalize_phone(from), call_sid.is_empty()) {
+                    let call = CallRecord {
+                        business_id,
+                        location_id: Some(location_id),
+                        staff_id: None,
+                        call_sid,
+                        direction: Direction::Inbound,
+                        client_phone: caller.clone(),
+                        from: caller,
+                        to: form.get("To").and_then(normalize_phone).unwrap_or_default(),
+                        at: Utc::now(),
+                    };
+                    self.queue_call(call, &trace).await?;
+                }
+                Ok(TwimlResponse::Ok(PlainText(twilio::twiml(&[Verb::Dial {
+                    attrs: vec![("answerOnBridge", "true".into())],
+                    nouns: staff
+                        .into_iter()
+                        .map(|s| Noun::Client(identity(business_id, s)))
+                        .collect(),
+                }]))))
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod onboard;
 pub mod record;
 pub mod secrets;
 pub mod sessions;
+pub mod status;
 pub mod types;
 
 pub use error::{Error, Result};

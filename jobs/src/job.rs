@@ -2,34 +2,40 @@
 use entities::calls::CallRecord;
 use entities::onboard::Onboarding;
 use entities::record::RecordBatch;
+use entities::status::StatusReport;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobType {
-    RecordSms,
-    RecordEmail,
-    RecordCall,
-    Onboard,
+/// Declares the job types once, so that the list every worker and every statistic iterates
+/// over (`ALL`) can never miss one.
+macro_rules! job_types {
+    ($($variant:ident => $name:literal),+ $(,)?) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum JobType {
+            $($variant),+
+        }
+
+        impl JobType {
+            pub const ALL: &'static [JobType] = &[$(JobType::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(JobType::$variant => $name),+
+                }
+            }
+        }
+    };
+}
+
+job_types! {
+    RecordSms => "record_sms",
+    RecordEmail => "record_email",
+    RecordCall => "record_call",
+    UpdateStatus => "update_status",
+    Onboard => "onboard",
 }
 
 impl JobType {
-    pub const ALL: &'static [JobType] = &[
-        JobType::RecordSms,
-        JobType::RecordEmail,
-        JobType::RecordCall,
-        JobType::Onboard,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobType::RecordSms => "record_sms",
-            JobType::RecordEmail => "record_email",
-            JobType::RecordCall => "record_call",
-            JobType::Onboard => "onboard",
-        }
-    }
-
     pub fn parse(s: &str) -> Option<JobType> {
         JobType::ALL.iter().copied().find(|t| t.as_str() == s)
     }
@@ -39,6 +45,13 @@ impl std::fmt::Display for JobType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The status reports of one request (or one provider callback), applied in order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusUpdates {
+    pub business_id: i64,
+    pub reports: Vec<StatusReport>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -54,6 +67,7 @@ pub enum Job {
     RecordSms(RecordBatch),
     RecordEmail(RecordBatch),
     RecordCall(CallRecord),
+    UpdateStatus(StatusUpdates),
     Onboard(OnboardJob),
 }
 
@@ -63,6 +77,7 @@ impl Job {
             Job::RecordSms(_) => JobType::RecordSms,
             Job::RecordEmail(_) => JobType::RecordEmail,
             Job::RecordCall(_) => JobType::RecordCall,
+            Job::UpdateStatus(_) => JobType::UpdateStatus,
             Job::Onboard(_) => JobType::Onboard,
         }
     }
@@ -71,6 +86,7 @@ impl Job {
         match self {
             Job::RecordSms(b) | Job::RecordEmail(b) => b.business_id,
             Job::RecordCall(c) => c.business_id,
+            Job::UpdateStatus(u) => u.business_id,
             Job::Onboard(o) => o.data.business_id,
         }
     }

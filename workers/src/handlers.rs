@@ -56,6 +56,21 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
                     .map_err(classify)?;
                 tracing::info!(recorded, "recorded a call");
             }
+            Job::UpdateStatus(updates) => {
+                // A report about a message not recorded yet fails transiently, so it is
+                // retried until the message appears (or the attempts run out).
+                for report in &updates.reports {
+                    let applied = entities::status::apply(&ctx.db, report)
+                        .await
+                        .map_err(|e| match e {
+                            entities::Error::NotFound(what) => {
+                                JobError::Transient(format!("{what} is not recorded (yet)"))
+                            }
+                            other => classify(other),
+                        })?;
+                    tracing::info!(status = %report.status, ?applied, "status report");
+                }
+            }
             Job::Onboard(job) => {
                 if let Err(e) = onboard::apply(&ctx.db, &job.request_id, &job.data).await {
                     let error = classify(e);

@@ -9,6 +9,7 @@ pub mod messages;
 pub mod records;
 pub mod schemas;
 pub mod session;
+pub mod status;
 pub mod voice;
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub type Apis = (
     keys::KeysApi,
     voice::VoiceApi,
     voice::TwimlApi,
+    status::StatusApi,
 );
 
 pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, ()> {
@@ -76,7 +78,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
             voice::VoiceApi {
                 state: state.clone(),
             },
-            voice::TwimlApi { state },
+            voice::TwimlApi {
+                state: state.clone(),
+            },
+            status::StatusApi { state },
         ),
         "omega",
         env!("CARGO_PKG_VERSION"),

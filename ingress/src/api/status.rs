@@ -1,0 +1,239 @@
+//! `POST …/sms/status` and `POST …/email/status`: status reports from the platform, queued as
+//! one UpdateStatus job. The status only moves forward; every report is kept as an event.
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use entities::status::{MessageRef, StatusReport};
+use entities::types::MessageStatus;
+use jobs::{Job, StatusUpdates};
+use poem::web::Data;
+use poem_openapi::param::{Header, Path};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+use serde::{Deserialize, Serialize};
+
+use super::ApiTags;
+use super::idempotency;
+use crate::RequestId;
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::validate::{Checker, ValidJson, Validate};
+
+const MAX_UPDATES: usize = 1000;
+
+/// One report: the message by omega's `message_id` or the provider's `provider_message_id`.
+#[derive(Debug, Object, Deserialize)]
+pub struct StatusUpdateItem {
+    #[serde(default)]
+    pub message_id: Option<i64>,
+    #[serde(default)]
+    pub provider_message_id: Option<String>,
+    pub status: MessageStatus,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// When it happened (default: when received).
+    #[serde(default)]
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// SMS status reports (1 to 1000).
+#[derive(Debug, Object, Deserialize)]
+pub struct UpdateSmsStatusRequest {
+    pub updates: Vec<StatusUpdateItem>,
+}
+
+/// Email status reports (1 to 1000).
+#[derive(Debug, Object, Deserialize)]
+pub struct UpdateEmailStatusRequest {
+    pub updates: Vec<StatusUpdateItem>,
+}
+
+fn validate_updates(c: &mut Checker, updates: &[StatusUpdateItem]) {
+    c.count("updates", updates.len(), 1, MAX_UPDATES);
+    c.at("updates", |c| {
+        for (i, u) in updates.iter().enumerate() {
+            c.at(i, |c| {
+                match (&u.message_id, &u.provider_message_id) {
+                    (Some(id), None) => c.positive("message_id", *id),
+                    (None, Some(pid)) => c.length("provider_message_id", pid, 1, 255),
+                    _ => c.fail(
+                        "",
+                        "give exactly one of message_id and provider_message_id",
+                        "value_error",
+                    ),
+                }
+                if let Some(code) = &u.error_code {
+                    c.length("error_code", code, 1, 64);
+                }
+                if let Some(msg) = &u.error_message {
+                    c.length("error_message", msg, 1, 2000);
+                }
+            });
+        }
+    });
+}
+
+impl Validate for UpdateSmsStatusRequest {
+    fn validate(&mut self, c: &mut Checker) {
+        validate_updates(c, &self.updates);
+    }
+}
+
+impl Validate for UpdateEmailStatusRequest {
+    fn validate(&mut self, c: &mut Checker) {
+        validate_updates(c, &self.updates);
+    }
+}
+
+/// Reports accepted for processing.
+#[derive(Debug, Object, Serialize, Deserialize)]
+pub struct UpdateSuccessResponse {
+    pub success: bool,
+    pub updated: u32,
+}
+
+fn reports(business_id: i64, updates: Vec<StatusUpdateItem>) -> Vec<StatusReport> {
+    let received = Utc::now();
+    updates
+        .into_iter()
+        .map(|u| {
+            let message = match (u.message_id, u.provider_message_id) {
+                (Some(message_id), _) => MessageRef::Id {
+                    business_id,
+                    message_id,
+                },
+                (None, Some(pid)) => MessageRef::Provider {
+                    business_id: Some(business_id),
+                    provider: None,
+                    provider_message_id: pid,
+                },
+                (None, None) => unreachable!("validated: one of the two is given"),
+            };
+            // The same report sent twice is recorded once.
+            let dedupe_key = format!(
+                "api:{}:{}:{}",
+                u.status,
+                u.error_code.as_deref().unwrap_or(""),
+                u.occurred_at
+                    .map(|t| t.timestamp_millis().to_string())
+                    .unwrap_or_default()
+            );
+            StatusReport {
+                message,
+                status: u.status,
+                error_code: u.error_code,
+                error_message: u.error_message,
+                occurred_at: u.occurred_at.unwrap_or(received),
+                source: "api".into(),
+                dedupe_key,
+            }
+        })
+        .collect()
+}
+
+pub struct StatusApi {
+    pub state: Arc<AppState>,
+}
+
+/// How a status request identifies itself for Idempotency-Key.
+struct Repeatable<'a> {
+    key: Option<String>,
+    route: &'static str,
+    body_hash: &'a str,
+}
+
+impl StatusApi {
+    async fn accept(
+        &self,
+        auth: &Auth,
+        business_id: i64,
+        repeatable: Repeatable<'_>,
+        updates: Vec<StatusUpdateItem>,
+        trace: &RequestId,
+    ) -> Result<Json<UpdateSuccessResponse>, ApiError> {
+        let Repeatable {
+            key,
+            route,
+            body_hash,
+        } = repeatable;
+        auth.principal().require_key_for(business_id)?;
+        self.state.require_business_exists(business_id).await?;
+        let state = &self.state;
+        let (response, _) =
+            idempotency::once(state, auth.principal(), key, route, body_hash, || async {
+                let count = updates.len() as u32;
+                let job = Job::UpdateStatus(StatusUpdates {
+                    business_id,
+                    reports: reports(business_id, updates),
+                });
+                let request_id = uuid::Uuid::new_v4().to_string();
+                state
+                    .producer
+                    .enqueue(&[job], &request_id, Some(&trace.0))
+                    .await?;
+                Ok(UpdateSuccessResponse {
+                    success: true,
+                    updated: count,
+                })
+            })
+            .await?;
+        Ok(Json(response))
+    }
+}
+
+#[OpenApi]
+impl StatusApi {
+    /// Update SMS delivery status
+    ///
+    /// Queues the reports; `updated` counts those accepted for processing. The status only
+    /// moves forward; every report is kept in the message's history; a repeat is kept once.
+    #[oai(
+        path = "/businesses/:business_id/sms/status",
+        method = "post",
+        tag = "ApiTags::Sms"
+    )]
+    async fn sms_status(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: ValidJson<UpdateSmsStatusRequest>,
+        trace: Data<&RequestId>,
+    ) -> Result<Json<UpdateSuccessResponse>, ApiError> {
+        let ValidJson { value, body_hash } = body;
+        let repeatable = Repeatable {
+            key: idempotency_key.0,
+            route: "sms/status",
+            body_hash: &body_hash,
+        };
+        self.accept(&auth, business_id.0, repeatable, value.updates, &trace)
+            .await
+    }
+
+    /// Update email delivery status
+    #[oai(
+        path = "/businesses/:business_id/email/status",
+        method = "post",
+        tag = "ApiTags::Email"
+    )]
+    async fn email_status(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: ValidJson<UpdateEmailStatusRequest>,
+        trace: Data<&RequestId>,
+    ) -> Result<Json<UpdateSuccessResponse>, ApiError> {
+        let ValidJson { value, body_hash } = body;
+        let repeatable = Repeatable {
+            key: idempotency_key.0,
+            route: "email/status",
+            body_hash: &body_hash,
+        };
+        self.accept(&auth, business_id.0, repeatable, value.updates, &trace)
+            .await
+    }
+}

@@ -23,6 +23,9 @@
 //! | `OMEGA_QUEUE_VISIBILITY_SECS` | an unsettled delivery is redelivered after this (worker crash) | `60` |
 //! | `OMEGA_TWILIO_ACCOUNT_SID`, `OMEGA_TWILIO_AUTH_TOKEN` | the global Twilio account (webhook signatures) | unset |
 //! | `OMEGA_TWILIO_API_KEY_SID`, `OMEGA_TWILIO_API_KEY_SECRET`, `OMEGA_TWILIO_TWIML_APP_SID` | Twilio Voice access tokens | unset |
+//! | `OMEGA_TWILIO_API_BASE` | Twilio REST base URL | `https://api.twilio.com` |
+//! | `OMEGA_SENDGRID_API_KEY`, `OMEGA_SENDGRID_API_BASE` | SendGrid Mail Send | unset, `https://api.sendgrid.com` |
+//! | `OMEGA_DEFAULT_SMS_PROVIDER`, `OMEGA_DEFAULT_EMAIL_PROVIDER` | used when a request names none | `twilio`/`sendgrid` when configured, else `sandbox` |
 //! | `OMEGA_METRICS_LISTEN` | where an `omega worker` process serves `/metrics` (others serve it with the API) | unset |
 //! | `OMEGA_SHUTDOWN_TIMEOUT_SECS` | how long SIGTERM waits for requests and jobs under way | `30` |
 use std::net::SocketAddr;
@@ -62,6 +65,11 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The global Twilio account; a business's own (from onboarding) takes precedence.
     pub twilio: Option<entities::credentials::TwilioCredentials>,
+    pub twilio_api_base: String,
+    pub sendgrid_api_key: Option<String>,
+    pub sendgrid_api_base: String,
+    pub default_sms_provider: Option<entities::types::Provider>,
+    pub default_email_provider: Option<entities::types::Provider>,
 }
 
 impl Config {
@@ -176,6 +184,21 @@ impl Config {
                 (None, None) => None,
                 _ => bail!("OMEGA_TWILIO_ACCOUNT_SID and OMEGA_TWILIO_AUTH_TOKEN go together"),
             },
+            twilio_api_base: var("OMEGA_TWILIO_API_BASE")
+                .unwrap_or_else(|| "https://api.twilio.com".into()),
+            sendgrid_api_key: var("OMEGA_SENDGRID_API_KEY"),
+            sendgrid_api_base: var("OMEGA_SENDGRID_API_BASE")
+                .unwrap_or_else(|| "https://api.sendgrid.com".into()),
+            default_sms_provider: provider(
+                var("OMEGA_DEFAULT_SMS_PROVIDER"),
+                "OMEGA_DEFAULT_SMS_PROVIDER",
+                &["twilio", "sandbox"],
+            )?,
+            default_email_provider: provider(
+                var("OMEGA_DEFAULT_EMAIL_PROVIDER"),
+                "OMEGA_DEFAULT_EMAIL_PROVIDER",
+                &["sendgrid", "sandbox"],
+            )?,
             metrics_listen: var("OMEGA_METRICS_LISTEN")
                 .map(|v| {
                     v.parse()
@@ -221,6 +244,14 @@ impl Config {
         if self.worker_concurrency == 0 || self.worker_concurrency > 1024 {
             bail!("OMEGA_WORKER_CONCURRENCY must be between 1 and 1024");
         }
+        for (name, url) in [
+            ("OMEGA_TWILIO_API_BASE", &self.twilio_api_base),
+            ("OMEGA_SENDGRID_API_BASE", &self.sendgrid_api_base),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("{name} must be an http(s) URL");
+            }
+        }
         if self.job_max_attempts == 0 {
             bail!("OMEGA_JOB_MAX_ATTEMPTS must be at least 1");
         }
@@ -256,6 +287,20 @@ impl Config {
                 .with_context(|| format!("{} is not base64", path.display()))?,
         );
         Ok(())
+    }
+}
+
+fn provider(
+    value: Option<String>,
+    name: &str,
+    allowed: &[&str],
+) -> anyhow::Result<Option<entities::types::Provider>> {
+    match value {
+        None => Ok(None),
+        Some(v) if allowed.contains(&v.as_str()) => {
+            Ok(Some(v.parse().map_err(|e| anyhow::anyhow!("{name}: {e}"))?))
+        }
+        Some(v) => bail!("{name}={v:?} is invalid: use one of {}", allowed.join(", ")),
     }
 }
 

@@ -240,6 +240,23 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
             },
             job_timeout: config.job_timeout,
             shutdown_timeout: config.shutdown_timeout,
+            providers: workers::ProviderSettings {
+                clients: workers::providers::Clients::new(
+                    &config.twilio_api_base,
+                    &config.sendgrid_api_base,
+                ),
+                public_url: config.public_url.trim_end_matches('/').to_owned(),
+                twilio: config.twilio.clone(),
+                sendgrid_api_key: config.sendgrid_api_key.clone(),
+                default_sms: config.default_sms_provider,
+                default_email: config.default_email_provider,
+                sealer: entities::secrets::Sealer::new(
+                    config
+                        .secret_key
+                        .as_deref()
+                        .context("the secret key is set by prepare()")?,
+                ),
+            },
         };
         let (db, queue, signal) = (db.clone(), queue.clone(), stopped(stop_rx.clone()));
         tasks.spawn(async move {

@@ -18,6 +18,12 @@ const SIGNED: &[&str] = &["/voice-calls/twiml"];
 /// the authorisation and not the validation.
 fn body_for(path: &str) -> Value {
     match path {
+        p if p.ends_with("/sms/send") => {
+            json!({"category": "conversation", "location_id": 10, "messages": [{"client_id": 5, "to_number": "+14155550123", "message": "x"}]})
+        }
+        p if p.ends_with("/email/send") => {
+            json!({"category": "conversation", "messages": [{"client_id": 5, "to_email": "a@example.com", "subject": "s", "content": {"text": "x"}}]})
+        }
         p if p.ends_with("/sms/record") => {
             json!({"category": "conversation", "messages": [{"client_id": 5, "to_number": "+14155550123", "message": "x", "status": "sent"}]})
         }

@@ -9,6 +9,7 @@ pub mod inbox;
 pub mod keys;
 pub mod model;
 pub mod onboard;
+pub mod outbound;
 pub mod record;
 pub mod secrets;
 pub mod sessions;

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::NotSet, ConnectionTrait, DatabaseConnection, EntityTrait, Set, TryInsertResult,
+    ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    QueryFilter, Set, TryInsertResult,
 };
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,44 @@ pub async fn record_batch(db: &DatabaseConnection, batch: &RecordBatch) -> Resul
     }
     txn.commit().await?;
     Ok(outcome)
+}
+
+/// Records one message at position `index` of its request (or finds it, when a run before
+/// recorded it) and returns its row. The send path's first step.
+pub async fn record_at(
+    db: &DatabaseConnection,
+    batch: &RecordBatch,
+    index: i32,
+    item: &RecordItem,
+) -> Result<message::Model> {
+    let txn = crate::db::begin_write(db).await?;
+    record_one(&txn, batch, index, item, Utc::now()).await?;
+    let row = message::Entity::find()
+        .filter(message::Column::RequestId.eq(batch.request_id.as_str()))
+        .filter(message::Column::RequestIndex.eq(index))
+        .one(&txn)
+        .await?;
+    txn.commit().await?;
+    match row {
+        Some(row) => Ok(row),
+        // The caller's message id was recorded by another request: that row is the message.
+        None => {
+            let existing = match item.message_id {
+                Some(ext) => {
+                    message::Entity::find()
+                        .filter(message::Column::BusinessId.eq(batch.business_id))
+                        .filter(message::Column::Channel.eq(batch.channel.as_str()))
+                        .filter(message::Column::ExternalId.eq(ext))
+                        .one(db)
+                        .await?
+                }
+                None => None,
+            };
+            existing.ok_or_else(|| {
+                crate::Error::NotFound(format!("message {index} of request {}", batch.request_id))
+            })
+        }
+    }
 }
 
 async fn record_one(

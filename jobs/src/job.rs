@@ -1,6 +1,7 @@
 //! The typed job payloads. Each job type has its own queue (stream or table partition).
 use entities::calls::CallRecord;
 use entities::onboard::Onboarding;
+use entities::outbound::SendJob;
 use entities::record::RecordBatch;
 use entities::status::StatusReport;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ job_types! {
     RecordSms => "record_sms",
     RecordEmail => "record_email",
     RecordCall => "record_call",
+    SendSms => "send_sms",
+    SendEmail => "send_email",
     UpdateStatus => "update_status",
     Onboard => "onboard",
 }
@@ -67,6 +70,8 @@ pub enum Job {
     RecordSms(RecordBatch),
     RecordEmail(RecordBatch),
     RecordCall(CallRecord),
+    SendSms(SendJob),
+    SendEmail(SendJob),
     UpdateStatus(StatusUpdates),
     Onboard(OnboardJob),
 }
@@ -77,6 +82,8 @@ impl Job {
             Job::RecordSms(_) => JobType::RecordSms,
             Job::RecordEmail(_) => JobType::RecordEmail,
             Job::RecordCall(_) => JobType::RecordCall,
+            Job::SendSms(_) => JobType::SendSms,
+            Job::SendEmail(_) => JobType::SendEmail,
             Job::UpdateStatus(_) => JobType::UpdateStatus,
             Job::Onboard(_) => JobType::Onboard,
         }
@@ -86,6 +93,7 @@ impl Job {
         match self {
             Job::RecordSms(b) | Job::RecordEmail(b) => b.business_id,
             Job::RecordCall(c) => c.business_id,
+            Job::SendSms(s) | Job::SendEmail(s) => s.batch.business_id,
             Job::UpdateStatus(u) => u.business_id,
             Job::Onboard(o) => o.data.business_id,
         }

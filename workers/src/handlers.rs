@@ -50,6 +50,9 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
                     "recorded messages"
                 );
             }
+            Job::SendSms(job) | Job::SendEmail(job) => {
+                crate::send::handle(&ctx, &job, d.attempt).await?
+            }
             Job::RecordCall(call) => {
                 let recorded = entities::calls::record_call(&ctx.db, &call)
                     .await

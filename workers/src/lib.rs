@@ -1,12 +1,15 @@
 //! The apalis workers: one worker per job type, each fetching from the shared queue and
 //! doing the job's database work (and, for send jobs, the provider call).
 mod handlers;
+pub mod providers;
+mod send;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::*;
+use entities::types::{Channel, Provider};
 use jobs::worker::QueueSource;
 use jobs::{JobQueue, JobType, RetryPolicy};
 use sea_orm::DatabaseConnection;
@@ -17,10 +20,127 @@ pub use handlers::handle;
 pub struct Ctx {
     pub db: DatabaseConnection,
     pub policy: RetryPolicy,
+    pub providers: ProviderSettings,
+    /// For the jobs a job causes (the sandbox's status reports).
+    pub producer: jobs::Producer,
+}
+
+/// Where and how messages are sent.
+#[derive(Clone)]
+pub struct ProviderSettings {
+    pub clients: providers::Clients,
+    /// Status callbacks point here (`OMEGA_PUBLIC_URL`).
+    pub public_url: String,
+    /// The global accounts; a business's own (from onboarding) takes precedence.
+    pub twilio: Option<entities::credentials::TwilioCredentials>,
+    pub sendgrid_api_key: Option<String>,
+    pub default_sms: Option<Provider>,
+    pub default_email: Option<Provider>,
+    /// Opens businesses' sealed credentials.
+    pub sealer: entities::secrets::Sealer,
+}
+
+impl std::fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("public_url", &self.public_url)
+            .field("twilio", &self.twilio)
+            .field(
+                "sendgrid",
+                &self.sendgrid_api_key.as_ref().map(|_| "<configured>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProviderSettings {
+    async fn own<T: serde::de::DeserializeOwned>(
+        &self,
+        db: &DatabaseConnection,
+        business_id: i64,
+        kind: &str,
+    ) -> Option<T> {
+        use sea_orm::EntityTrait;
+        let row = entities::provider_credential::Entity::find_by_id((business_id, kind.to_owned()))
+            .one(db)
+            .await
+            .ok()??;
+        let plain = self
+            .sealer
+            .open(&row.sealed)
+            .map_err(|e| tracing::error!(error = %e, "cannot open stored credentials"))
+            .ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+
+    /// The provider for a message: the one requested, else the configured default, else the
+    /// real provider when credentials exist, else the sandbox. Err: why it cannot be used.
+    pub async fn choose(
+        &self,
+        channel: Channel,
+        requested: Option<Provider>,
+        db: &DatabaseConnection,
+        business_id: i64,
+    ) -> Result<send::Chosen, (Provider, String)> {
+        match channel {
+            Channel::Email => {
+                let own: Option<entities::credentials::EmailCredentials> =
+                    self.own(db, business_id, "email").await;
+                let own_sendgrid = own.filter(|e| e.provider == Provider::Sendgrid);
+                let available = own_sendgrid.is_some() || self.sendgrid_api_key.is_some();
+                let p = requested.or(self.default_email).unwrap_or(if available {
+                    Provider::Sendgrid
+                } else {
+                    Provider::Sandbox
+                });
+                match p {
+                    Provider::Sandbox => Ok(send::Chosen::Sandbox),
+                    Provider::Sendgrid => match (own_sendgrid, &self.sendgrid_api_key) {
+                        (Some(e), _) if e.api_key.is_some() => Ok(send::Chosen::Sendgrid {
+                            api_key: e.api_key.unwrap_or_default(),
+                            from_email: Some(e.from_email),
+                        }),
+                        (_, Some(key)) => Ok(send::Chosen::Sendgrid {
+                            api_key: key.clone(),
+                            from_email: None,
+                        }),
+                        _ => Err((p, "SendGrid is not configured for this business".into())),
+                    },
+                    other => Err((
+                        other,
+                        format!("sending email through {other} is not supported by this version"),
+                    )),
+                }
+            }
+            _ => {
+                let own: Option<entities::credentials::TwilioCredentials> =
+                    self.own(db, business_id, "twilio").await;
+                let creds = own.or_else(|| self.twilio.clone());
+                let p = requested
+                    .or(self.default_sms)
+                    .unwrap_or(if creds.is_some() {
+                        Provider::Twilio
+                    } else {
+                        Provider::Sandbox
+                    });
+                match p {
+                    Provider::Sandbox => Ok(send::Chosen::Sandbox),
+                    Provider::Twilio => creds
+                        .map(send::Chosen::Twilio)
+                        .ok_or((p, "Twilio is not configured for this business".into())),
+                    other => Err((
+                        other,
+                        format!("sending SMS through {other} is not supported"),
+                    )),
+                }
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
+    pub providers: ProviderSettings,
     /// Jobs of one type handled at once by this process.
     pub concurrency: usize,
     pub policy: RetryPolicy,
@@ -28,17 +148,6 @@ pub struct WorkerOptions {
     pub job_timeout: Duration,
     /// How long a shutdown waits for jobs under way.
     pub shutdown_timeout: Duration,
-}
-
-impl Default for WorkerOptions {
-    fn default() -> Self {
-        WorkerOptions {
-            concurrency: 16,
-            policy: RetryPolicy::default(),
-            job_timeout: Duration::from_secs(300),
-            shutdown_timeout: Duration::from_secs(30),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +167,8 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         db,
         policy: opts.policy,
+        providers: opts.providers.clone(),
+        producer: jobs::Producer::new(queue.clone()),
     });
     // Consumer names are unique per process so a restarted process never inherits a dead
     // one's deliveries silently; those are taken over after the visibility timeout.

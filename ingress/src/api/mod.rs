@@ -8,6 +8,7 @@ pub mod keys;
 pub mod messages;
 pub mod records;
 pub mod schemas;
+pub mod send;
 pub mod session;
 pub mod status;
 pub mod voice;
@@ -49,6 +50,7 @@ pub type Apis = (
     voice::VoiceApi,
     voice::TwimlApi,
     status::StatusApi,
+    send::SendApi,
 );
 
 pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, ()> {
@@ -81,7 +83,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
             voice::TwimlApi {
                 state: state.clone(),
             },
-            status::StatusApi { state },
+            status::StatusApi {
+                state: state.clone(),
+            },
+            send::SendApi { state },
         ),
         "omega",
         env!("CARGO_PKG_VERSION"),

@@ -248,7 +248,7 @@ impl Validate for RecordEmailRequest {
     }
 }
 
-pub fn validate_attachment(c: &mut Checker, a: &EmailAttachment) {
+pub(super) fn validate_attachment(c: &mut Checker, a: &EmailAttachment) {
     if a.content.is_none() && a.url.is_none() {
         c.fail(
             "",
@@ -273,7 +273,7 @@ pub fn validate_attachment(c: &mut Checker, a: &EmailAttachment) {
     }
 }
 
-fn validate_ids(
+pub(super) fn validate_ids(
     c: &mut Checker,
     staff_id: Option<i64>,
     sent_by: Option<i64>,
@@ -392,21 +392,22 @@ pub struct RecordApi {
     pub state: Arc<AppState>,
 }
 
-/// Authorises, checks the business, and queues one job (once per Idempotency-Key).
 /// One request to queue work: where it goes and how to recognise a repeat of it.
-struct Submission<'a> {
-    business_id: i64,
-    idempotency_key: Option<String>,
-    route: &'static str,
-    body_hash: String,
-    trace: &'a RequestId,
+pub(super) struct Submission<'a> {
+    pub business_id: i64,
+    pub idempotency_key: Option<String>,
+    pub route: &'static str,
+    pub body_hash: String,
+    pub trace: &'a RequestId,
 }
 
-async fn accept(
+/// Authorises, checks the business, and queues the request's jobs (once per Idempotency-Key).
+/// `make_jobs` builds them for the new request id, with the number of messages accepted.
+pub(super) async fn accept(
     state: &AppState,
     auth: &Auth,
     sub: Submission<'_>,
-    make_job: impl FnOnce(&str) -> (Job, usize),
+    make_jobs: impl FnOnce(&str) -> (Vec<Job>, usize),
 ) -> Result<QueuedResponse, ApiError> {
     auth.principal().require_key_for(sub.business_id)?;
     state.require_business_exists(sub.business_id).await?;
@@ -419,10 +420,10 @@ async fn accept(
         &sub.body_hash,
         || async {
             let request_id = uuid::Uuid::new_v4().to_string();
-            let (job, accepted) = make_job(&request_id);
+            let (jobs, accepted) = make_jobs(&request_id);
             state
                 .producer
-                .enqueue(&[job], &request_id, Some(&trace.0))
+                .enqueue(&jobs, &request_id, Some(&trace.0))
                 .await?;
             Ok(SuccessResponse {
                 success: true,
@@ -468,7 +469,10 @@ impl RecordApi {
             trace: &trace,
         };
         accept(&self.state, &auth, sub, |rid| {
-            (Job::RecordSms(value.into_batch(business_id.0, rid)), count)
+            (
+                vec![Job::RecordSms(value.into_batch(business_id.0, rid))],
+                count,
+            )
         })
         .await
     }
@@ -501,7 +505,7 @@ impl RecordApi {
         };
         accept(&self.state, &auth, sub, |rid| {
             (
-                Job::RecordEmail(value.into_batch(business_id.0, rid)),
+                vec![Job::RecordEmail(value.into_batch(business_id.0, rid))],
                 count,
             )
         })

@@ -1,0 +1,438 @@
+//! `POST …/sms/send` and `POST …/email/send`: one SendSms / SendEmail job per message, so each
+//! message retries on its own. Workers record, check consent, dispatch and record the result.
+use std::sync::Arc;
+
+use entities::outbound::SendJob;
+use entities::record::{RecordBatch, RecordItem};
+use entities::types::{
+    Channel, Direction, MessageCategory, MessageStatus, NotificationType, Provider, UserType,
+};
+use jobs::Job;
+use poem::web::Data;
+use poem_openapi::param::{Header, Path};
+use poem_openapi::{Object, OpenApi};
+use serde::Deserialize;
+
+use super::ApiTags;
+use super::records::{EmailAttachment, Submission, accept, validate_attachment, validate_ids};
+use super::schemas::QueuedResponse;
+use crate::RequestId;
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::validate::{Checker, ValidJson, Validate};
+
+const MAX_MESSAGES: usize = 1000;
+const MAX_SMS_CHARS: usize = 1600;
+const MAX_EMAIL_CHARS: usize = 1_000_000;
+
+fn default_sender() -> UserType {
+    UserType::Staff
+}
+
+/// SMS to send. `provider`: `twilio` or `sandbox` (default: the configured one).
+#[derive(Debug, Object, Deserialize)]
+pub struct SendSmsRequest {
+    pub category: MessageCategory,
+    #[serde(default)]
+    pub notification_type: Option<NotificationType>,
+    #[serde(default)]
+    pub staff_id: Option<i64>,
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    #[serde(default)]
+    pub sent_by: Option<i64>,
+    #[serde(default = "default_sender")]
+    #[oai(default = "default_sender")]
+    pub sender_type: UserType,
+    /// The sending location: its number is the From.
+    pub location_id: i64,
+    /// E.164; overrides the location's number.
+    #[serde(default)]
+    pub from_number: Option<String>,
+    /// 1 to 1000 messages.
+    pub messages: Vec<SendSmsItem>,
+}
+
+#[derive(Debug, Object, Deserialize)]
+pub struct SendSmsItem {
+    #[serde(default)]
+    pub message_id: Option<i64>,
+    pub client_id: i64,
+    #[serde(default)]
+    pub wl_user_id: Option<i64>,
+    /// E.164.
+    pub to_number: String,
+    /// 1 to 1600 characters.
+    pub message: String,
+    #[serde(default)]
+    pub media_urls: Option<Vec<String>>,
+}
+
+impl Validate for SendSmsRequest {
+    const MAX_BODY: usize = 16 << 20;
+
+    fn validate(&mut self, c: &mut Checker) {
+        validate_ids(c, self.staff_id, self.sent_by, Some(self.location_id));
+        if let Some(p) = self.provider
+            && !matches!(p, Provider::Twilio | Provider::Sandbox)
+        {
+            c.fail(
+                "provider",
+                "SMS is sent through twilio or sandbox",
+                "value_error.provider",
+            );
+        }
+        if let Some(from) = self.from_number.as_mut() {
+            c.phone("from_number", from);
+        }
+        c.count("messages", self.messages.len(), 1, MAX_MESSAGES);
+        c.at("messages", |c| {
+            for (i, m) in self.messages.iter_mut().enumerate() {
+                c.at(i, |c| {
+                    c.positive("client_id", m.client_id);
+                    c.phone("to_number", &mut m.to_number);
+                    c.length("message", &m.message, 1, MAX_SMS_CHARS);
+                    if let Some(urls) = &m.media_urls {
+                        c.count("media_urls", urls.len(), 0, 10);
+                        c.at("media_urls", |c| {
+                            for (j, u) in urls.iter().enumerate() {
+                                if !(u.starts_with("https://") || u.starts_with("http://"))
+                                    || u.len() > 2048
+                                {
+                                    c.at(j, |c| {
+                                        c.fail(
+                                            "",
+                                            "value is not a valid http(s) URL",
+                                            "value_error.url",
+                                        )
+                                    });
+                                }
+                            }
+                        });
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// An email's body: `text`, `html`, or both.
+#[derive(Debug, Object, Deserialize)]
+pub struct EmailContent {
+    #[serde(default)]
+    pub html: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// Email to send. `provider`: `sendgrid` or `sandbox` (default: the configured one).
+#[derive(Debug, Object, Deserialize)]
+pub struct SendEmailRequest {
+    pub category: MessageCategory,
+    #[serde(default)]
+    pub notification_type: Option<NotificationType>,
+    #[serde(default)]
+    pub staff_id: Option<i64>,
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    #[serde(default)]
+    pub sent_by: Option<i64>,
+    #[serde(default = "default_sender")]
+    #[oai(default = "default_sender")]
+    pub sender_type: UserType,
+    #[serde(default)]
+    pub location_id: Option<i64>,
+    /// The sender; default: the business's email provider's address.
+    #[serde(default)]
+    pub from_email: Option<String>,
+    #[serde(default)]
+    pub from_name: Option<String>,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// 1 to 1000 messages.
+    pub messages: Vec<SendEmailItem>,
+}
+
+#[derive(Debug, Object, Deserialize)]
+pub struct SendEmailItem {
+    #[serde(default)]
+    pub message_id: Option<i64>,
+    pub client_id: i64,
+    #[serde(default)]
+    pub wl_user_id: Option<i64>,
+    pub to_email: String,
+    pub subject: String,
+    pub content: EmailContent,
+    #[serde(default)]
+    pub cc_email: Option<Vec<String>>,
+    #[serde(default)]
+    pub bcc_email: Option<Vec<String>>,
+    #[serde(default)]
+    pub attachments: Option<Vec<EmailAttachment>>,
+}
+
+impl Validate for SendEmailRequest {
+    const MAX_BODY: usize = 32 << 20;
+
+    fn validate(&mut self, c: &mut Checker) {
+        validate_ids(c, self.staff_id, self.sent_by, self.location_id);
+        if let Some(p) = self.provider
+            && !matches!(p, Provider::Sendgrid | Provider::Sandbox)
+        {
+            c.fail(
+                "provider",
+                "email is sent through sendgrid or sandbox by this version",
+                "value_error.provider",
+            );
+        }
+        for (field, value) in [
+            ("from_email", &self.from_email),
+            ("reply_to", &self.reply_to),
+        ] {
+            if let Some(v) = value {
+                c.email(field, v);
+            }
+        }
+        if let Some(name) = &self.from_name {
+            c.length("from_name", name, 1, 255);
+        }
+        c.count("messages", self.messages.len(), 1, MAX_MESSAGES);
+        c.at("messages", |c| {
+            for (i, m) in self.messages.iter().enumerate() {
+                c.at(i, |c| {
+                    c.positive("client_id", m.client_id);
+                    c.email("to_email", &m.to_email);
+                    c.length("subject", &m.subject, 1, 998);
+                    match (&m.content.text, &m.content.html) {
+                        (None, None) => c.fail("content", "give text, html or both", "value_error"),
+                        (text, html) => {
+                            for (field, v) in [("text", text), ("html", html)] {
+                                if let Some(v) = v {
+                                    c.at("content", |c| c.length(field, v, 1, MAX_EMAIL_CHARS));
+                                }
+                            }
+                        }
+                    }
+                    for (field, list) in [("cc_email", &m.cc_email), ("bcc_email", &m.bcc_email)] {
+                        let Some(list) = list else { continue };
+                        c.count(field, list.len(), 0, 100);
+                        c.at(field, |c| {
+                            for (j, addr) in list.iter().enumerate() {
+                                c.at(j, |c| c.email("", addr));
+                            }
+                        });
+                    }
+                    if let Some(attachments) = &m.attachments {
+                        c.at("attachments", |c| {
+                            for (j, a) in attachments.iter().enumerate() {
+                                c.at(j, |c| validate_attachment(c, a));
+                            }
+                        });
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// A request's envelope for its messages (each job carries it with its own one item).
+struct Envelope {
+    channel: Channel,
+    category: MessageCategory,
+    notification_type: Option<NotificationType>,
+    staff_id: Option<i64>,
+    provider: Option<Provider>,
+    sent_by: Option<i64>,
+    sender_type: UserType,
+    location_id: Option<i64>,
+}
+
+impl Envelope {
+    fn batch(&self, business_id: i64, request_id: &str, item: RecordItem) -> RecordBatch {
+        RecordBatch {
+            business_id,
+            request_id: request_id.to_owned(),
+            channel: self.channel,
+            direction: Direction::Outbound,
+            category: Some(self.category),
+            notification_type: self.notification_type,
+            staff_id: self.staff_id,
+            provider: self.provider,
+            sent_by: self.sent_by,
+            sender_type: self.sender_type,
+            sent_at: None,
+            location_id: self.location_id,
+            items: vec![item],
+        }
+    }
+}
+
+impl SendSmsRequest {
+    fn into_jobs(self, business_id: i64, request_id: &str) -> Vec<Job> {
+        let envelope = Envelope {
+            channel: Channel::Sms,
+            category: self.category,
+            notification_type: self.notification_type,
+            staff_id: self.staff_id,
+            provider: self.provider,
+            sent_by: self.sent_by,
+            sender_type: self.sender_type,
+            location_id: Some(self.location_id),
+        };
+        let from = self.from_number;
+        self.messages
+            .into_iter()
+            .enumerate()
+            .map(|(index, m)| {
+                let item = RecordItem {
+                    message_id: m.message_id,
+                    client_id: m.client_id,
+                    wl_user_id: m.wl_user_id,
+                    from: from.clone(),
+                    to: m.to_number,
+                    subject: None,
+                    body: m.message,
+                    cc: vec![],
+                    bcc: vec![],
+                    attachments: serde_json::json!(
+                        m.media_urls
+                            .iter()
+                            .flatten()
+                            .map(|u| serde_json::json!({"url": u}))
+                            .collect::<Vec<_>>()
+                    ),
+                    status: MessageStatus::Queued,
+                    provider_message_id: None,
+                    metadata: serde_json::json!({}),
+                };
+                Job::SendSms(SendJob {
+                    batch: envelope.batch(business_id, request_id, item),
+                    index: index as i32,
+                    media_urls: m.media_urls.unwrap_or_default(),
+                    html: None,
+                    from_name: None,
+                    reply_to: None,
+                })
+            })
+            .collect()
+    }
+}
+
+impl SendEmailRequest {
+    fn into_jobs(self, business_id: i64, request_id: &str) -> Vec<Job> {
+        let envelope = Envelope {
+            channel: Channel::Email,
+            category: self.category,
+            notification_type: self.notification_type,
+            staff_id: self.staff_id,
+            provider: self.provider,
+            sent_by: self.sent_by,
+            sender_type: self.sender_type,
+            location_id: self.location_id,
+        };
+        let (from, from_name, reply_to) = (self.from_email, self.from_name, self.reply_to);
+        self.messages
+            .into_iter()
+            .enumerate()
+            .map(|(index, m)| {
+                let item = RecordItem {
+                    message_id: m.message_id,
+                    client_id: m.client_id,
+                    wl_user_id: m.wl_user_id,
+                    from: from.clone(),
+                    to: m.to_email,
+                    subject: Some(m.subject),
+                    body: m.content.text.unwrap_or_default(),
+                    cc: m.cc_email.unwrap_or_default(),
+                    bcc: m.bcc_email.unwrap_or_default(),
+                    attachments: serde_json::to_value(m.attachments.unwrap_or_default())
+                        .unwrap_or_default(),
+                    status: MessageStatus::Queued,
+                    provider_message_id: None,
+                    metadata: serde_json::json!({}),
+                };
+                Job::SendEmail(SendJob {
+                    batch: envelope.batch(business_id, request_id, item),
+                    index: index as i32,
+                    media_urls: vec![],
+                    html: m.content.html,
+                    from_name: from_name.clone(),
+                    reply_to: reply_to.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+pub struct SendApi {
+    pub state: Arc<AppState>,
+}
+
+#[OpenApi]
+impl SendApi {
+    /// Queue SMS for sending and database recording
+    ///
+    /// One job per message. A client who opted out of SMS is not sent to: the message is
+    /// recorded `failed` with the reason. Twilio errors that retrying cannot fix (21211,
+    /// 21610, 21612, 21614, 30006, 30007, other 4xx) fail the message at once.
+    #[oai(
+        path = "/businesses/:business_id/sms/send",
+        method = "post",
+        tag = "ApiTags::Sms"
+    )]
+    async fn send_sms(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: ValidJson<SendSmsRequest>,
+        trace: Data<&RequestId>,
+    ) -> Result<QueuedResponse, ApiError> {
+        let ValidJson { value, body_hash } = body;
+        let count = value.messages.len();
+        let sub = Submission {
+            business_id: business_id.0,
+            idempotency_key: idempotency_key.0,
+            route: "sms/send",
+            body_hash,
+            trace: &trace,
+        };
+        accept(&self.state, &auth, sub, |rid| {
+            (value.into_jobs(business_id.0, rid), count)
+        })
+        .await
+    }
+
+    /// Queue email for sending and database recording
+    ///
+    /// One job per message, sent through SendGrid (omega's message id in `custom_args`) or the
+    /// sandbox. A client who opted out of email is not sent to.
+    #[oai(
+        path = "/businesses/:business_id/email/send",
+        method = "post",
+        tag = "ApiTags::Email"
+    )]
+    async fn send_email(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: ValidJson<SendEmailRequest>,
+        trace: Data<&RequestId>,
+    ) -> Result<QueuedResponse, ApiError> {
+        let ValidJson { value, body_hash } = body;
+        let count = value.messages.len();
+        let sub = Submission {
+            business_id: business_id.0,
+            idempotency_key: idempotency_key.0,
+            route: "email/send",
+            body_hash,
+            trace: &trace,
+        };
+        accept(&self.state, &auth, sub, |rid| {
+            (value.into_jobs(business_id.0, rid), count)
+        })
+        .await
+    }
+}

@@ -1,0 +1,471 @@
+//! Sending through providers: the sandbox's whole life cycle, consent, and the Twilio and
+//! SendGrid clients against local mock servers (failures the real APIs produce: 5xx then
+//! success, permanent error codes), with no double send on a re-run.
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Deployment, PLATFORM_KEY, Sandbox, TestApp, wait_for};
+use poem::{EndpointExt, Request, Response, Route, handler, http::StatusCode, web::Data};
+use serde_json::{Value, json};
+
+async fn messages(app: &TestApp, v: &Value, n: usize) -> Vec<Value> {
+    app.request_messages(1, v["request_id"].as_str().unwrap(), n)
+        .await["messages"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn settled(
+    app: &TestApp,
+    request: &Value,
+    n: usize,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    wait_for(
+        "the messages to settle",
+        Duration::from_secs(20),
+        || async {
+            let m = messages(app, request, n).await;
+            done(&m).then_some(m)
+        },
+    )
+    .await
+}
+
+fn statuses(m: &Value) -> Vec<String> {
+    m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn sandbox_sms_life_cycle(d: Deployment) {
+    let app = TestApp::spawn(d).await;
+    app.onboard(1).await;
+    let body = json!({"category": "reminder", "location_id": 10, "messages": [
+        {"client_id": 5, "to_number": "+14155550123", "message": "See you at 3"},
+        {"client_id": 5, "to_number": "+15005550001", "message": "invalid number"},
+        {"client_id": 5, "to_number": "+15005550004", "message": "opted out at the carrier"}
+    ]});
+    let ok: Value = app
+        .post("/businesses/1/sms/send", Some(PLATFORM_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ok["accepted"], 3);
+    let m = settled(&app, &ok, 3, |m| {
+        m[0]["status"] == "delivered" && m[1]["status"] == "failed" && m[2]["status"] == "failed"
+    })
+    .await;
+    assert_eq!(m[0]["provider"], "sandbox");
+    assert_eq!(
+        m[0]["from"], "+14155550100",
+        "the location's number is the From"
+    );
+    assert!(
+        m[0]["provider_message_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("SB")
+    );
+    assert_eq!(statuses(&m[0]), ["queued", "sent", "delivered"]);
+    assert_eq!(
+        (m[1]["error_code"].as_str(), m[2]["error_code"].as_str()),
+        (Some("21211"), Some("21610"))
+    );
+    assert_eq!(statuses(&m[1]), ["queued", "failed"]);
+    // Permanent failures are not retried: every send job settled once, none dead.
+    let stats = app.queue.stats().await.unwrap();
+    let send = stats.iter().find(|s| s.job_type == "send_sms").unwrap();
+    assert_eq!((send.done, send.dead, send.retrying), (3, 0, 0));
+}
+both_deployments!(sandbox_sms, sandbox_sms_life_cycle);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_and_sandbox_email() {
+    let app = TestApp::spawn(Deployment::Embedded).await;
+    app.onboard(1).await;
+    // Client 6 did not opt in to email.
+    let body = json!({"category": "transactional", "from_email": "desk@spa.example", "messages": [
+        {"client_id": 6, "to_email": "alan@example.com", "subject": "Hi", "content": {"text": "x"}},
+        {"client_id": 5, "to_email": "grace@bounce.example", "subject": "Hi", "content": {"html": "<p>x</p>"}},
+        {"client_id": 5, "to_email": "grace@example.com", "subject": "Hi", "content": {"text": "x", "html": "<p>x</p>"}}
+    ]});
+    let ok: Value = app
+        .post("/businesses/1/email/send", Some(PLATFORM_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let m = settled(&app, &ok, 3, |m| {
+        m[0]["status"] == "failed" && m[1]["status"] == "failed" && m[2]["status"] == "delivered"
+    })
+    .await;
+    assert_eq!(m[0]["error_code"], "opted_out");
+    assert!(
+        m[0]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("opted out of email")
+    );
+    assert_eq!(m[0]["provider_message_id"], Value::Null, "never sent");
+    assert_eq!(m[1]["error_code"], "bounce");
+    assert_eq!(statuses(&m[1]), ["queued", "sent", "failed"]);
+    assert_eq!(m[2]["subject"], "Hi");
+}
+
+/// What a mock provider saw.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(String, String, String)>>>);
+
+#[handler]
+async fn twilio_mock(req: &Request, body: String, seen: Data<&Seen>) -> Response {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap();
+    let to = form
+        .iter()
+        .find(|(k, _)| k == "To")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let earlier = seen
+        .0
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, b)| b.contains(&format!("To={}", urlencode(&to))))
+        .count();
+    seen.0
+        .0
+        .lock()
+        .unwrap()
+        .push((req.uri().path().to_owned(), auth, body));
+    let json = |status: StatusCode, v: Value| {
+        Response::builder()
+            .status(status)
+            .content_type("application/json")
+            .body(v.to_string())
+    };
+    match to.as_str() {
+        "+15005550002" => json(
+            StatusCode::BAD_REQUEST,
+            json!({"code": 21612, "message": "The 'To' phone number is not currently reachable.", "status": 400}),
+        ),
+        "+14155550124" if earlier == 0 => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"code": 20500, "message": "Internal error"}),
+        ),
+        _ => json(
+            StatusCode::CREATED,
+            json!({"sid": format!("SM{:032}", earlier + 1), "status": "queued"}),
+        ),
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("x", s)]).unwrap()[2..].to_owned()
+}
+
+async fn mock(route: Route, seen: Seen) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let app = route.data(seen);
+    tokio::spawn(poem::Server::new(poem::listener::TcpListener::bind(addr.to_string())).run(app));
+    let base = format!("http://{addr}");
+    wait_for("the mock to listen", Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+    })
+    .await;
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_client_sends_retries_and_fails_permanently() {
+    let seen = Seen::default();
+    let base = mock(
+        Route::new().at(
+            "/2010-04-01/Accounts/:sid/Messages.json",
+            poem::post(twilio_mock),
+        ),
+        seen.clone(),
+    )
+    .await;
+    let mut sandbox = Sandbox::new(Deployment::Scaled).await;
+    sandbox.set(
+        "OMEGA_TWILIO_ACCOUNT_SID",
+        "AC00000000000000000000000000000001",
+    );
+    sandbox.set("OMEGA_TWILIO_AUTH_TOKEN", "auth-token-0123456789");
+    sandbox.set("OMEGA_TWILIO_API_BASE", &base);
+    sandbox.set("OMEGA_PUBLIC_URL", "https://omega.example.com");
+    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
+    app.onboard(1).await;
+    let body = json!({"category": "conversation", "location_id": 10, "messages": [
+        {"client_id": 5, "to_number": "+14155550123", "message": "Hello & welcome", "media_urls": ["https://cdn.example/a.png"]},
+        {"client_id": 6, "to_number": "+14155550124", "message": "retried"},
+        {"client_id": 5, "to_number": "+15005550002", "message": "unreachable"}
+    ]});
+    let ok: Value = app
+        .post("/businesses/1/sms/send", Some(PLATFORM_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let m = settled(&app, &ok, 3, |m| {
+        m[0]["status"] == "queued"
+            && m[0]["provider_message_id"].is_string()
+            && m[1]["provider_message_id"].is_string()
+            && m[2]["status"] == "failed"
+    })
+    .await;
+    assert_eq!(m[0]["provider"], "twilio");
+    assert_eq!(m[2]["error_code"], "21612");
+    assert_eq!(statuses(&m[1]), ["queued", "queued"]);
+    let requests = seen.0.lock().unwrap().clone();
+    assert_eq!(requests.len(), 4, "one each, plus one retry after the 503");
+    let (path, auth, form) = requests
+        .iter()
+        .find(|(_, _, b)| b.contains("Hello"))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        path,
+        "/2010-04-01/Accounts/AC00000000000000000000000000000001/Messages.json"
+    );
+    let expected_auth = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "AC00000000000000000000000000000001:auth-token-0123456789"
+        )
+    );
+    assert_eq!(auth, expected_auth);
+    let form: Vec<(String, String)> = serde_urlencoded::from_str(&form).unwrap();
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("To"), Some("+14155550123"));
+    assert_eq!(get("From"), Some("+14155550100"));
+    assert_eq!(get("Body"), Some("Hello & welcome"));
+    assert_eq!(get("MediaUrl"), Some("https://cdn.example/a.png"));
+    assert_eq!(
+        get("StatusCallback"),
+        Some("https://omega.example.com/twilio/sms/status")
+    );
+
+    // A re-run of a sent message's job sends nothing: push the first job again.
+    let rid = ok["request_id"].as_str().unwrap();
+    let item = entities::record::RecordItem {
+        message_id: None,
+        client_id: 5,
+        wl_user_id: None,
+        from: None,
+        to: "+14155550123".into(),
+        subject: None,
+        body: "Hello & welcome".into(),
+        cc: vec![],
+        bcc: vec![],
+        attachments: json!([]),
+        status: entities::types::MessageStatus::Queued,
+        provider_message_id: None,
+        metadata: json!({}),
+    };
+    let batch = entities::record::RecordBatch {
+        business_id: 1,
+        request_id: rid.into(),
+        channel: entities::types::Channel::Sms,
+        direction: entities::types::Direction::Outbound,
+        category: None,
+        notification_type: None,
+        staff_id: None,
+        provider: None,
+        sent_by: None,
+        sender_type: entities::types::UserType::Staff,
+        sent_at: None,
+        location_id: Some(10),
+        items: vec![item],
+    };
+    let job = jobs::Job::SendSms(entities::outbound::SendJob {
+        batch,
+        index: 0,
+        media_urls: vec![],
+        html: None,
+        from_name: None,
+        reply_to: None,
+    });
+    jobs::Producer::new(app.queue.clone())
+        .enqueue(&[job], rid, None)
+        .await
+        .unwrap();
+    wait_for("the re-run to settle", Duration::from_secs(20), || async {
+        let s = app.queue.stats().await.unwrap();
+        let s = s.iter().find(|s| s.job_type == "send_sms").unwrap().clone();
+        (s.done == 4 && s.pending + s.running + s.retrying == 0).then_some(())
+    })
+    .await;
+    assert_eq!(seen.0.lock().unwrap().len(), 4, "no second send");
+    assert_eq!(app.count("SELECT COUNT(*) FROM messages").await, 3);
+}
+
+#[handler]
+async fn sendgrid_mock(req: &Request, body: String, seen: Data<&Seen>) -> Response {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let n = {
+        let mut s = seen.0.0.lock().unwrap();
+        s.push((req.uri().path().to_owned(), auth, body.clone()));
+        s.len()
+    };
+    let v: Value = serde_json::from_str(&body).unwrap();
+    if v["personalizations"][0]["to"][0]["email"] == "rejected@example.com" {
+        return Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .content_type("application/json")
+            .body(json!({"errors": [{"message": "Does not contain a valid address.", "field": "personalizations.0.to"}]}).to_string());
+    }
+    Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .header("X-Message-Id", format!("sg-{n}"))
+        .body("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sendgrid_client_sends_mail_send_requests() {
+    let seen = Seen::default();
+    let base = mock(
+        Route::new().at("/v3/mail/send", poem::post(sendgrid_mock)),
+        seen.clone(),
+    )
+    .await;
+    let mut sandbox = Sandbox::new(Deployment::Embedded).await;
+    sandbox.set("OMEGA_SENDGRID_API_KEY", "SG.test-key");
+    sandbox.set("OMEGA_SENDGRID_API_BASE", &base);
+    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
+    app.onboard(1).await;
+    let body = json!({"category": "transactional", "from_email": "desk@spa.example", "from_name": "Serenity", "reply_to": "help@spa.example", "messages": [
+        {"client_id": 5, "to_email": "grace@example.com", "subject": "Your visit", "content": {"text": "Thanks", "html": "<b>Thanks</b>"},
+         "cc_email": ["cc@example.com"], "attachments": [{"content": "aGVsbG8=", "content_type": "text/plain", "filename": "a.txt"}]},
+        {"client_id": 5, "to_email": "rejected@example.com", "subject": "x", "content": {"text": "x"}}
+    ]});
+    let ok: Value = app
+        .post("/businesses/1/email/send", Some(PLATFORM_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let m = settled(&app, &ok, 2, |m| {
+        m[0]["provider_message_id"].is_string() && m[1]["status"] == "failed"
+    })
+    .await;
+    assert_eq!(m[0]["provider"], "sendgrid");
+    assert_eq!(m[0]["status"], "queued");
+    assert_eq!(m[1]["error_code"], "400");
+    assert!(
+        m[1]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("valid address")
+    );
+    let requests = seen.0.lock().unwrap().clone();
+    let (path, auth, sent) = requests
+        .iter()
+        .find(|(_, _, b)| b.contains("grace@"))
+        .unwrap()
+        .clone();
+    assert_eq!(path, "/v3/mail/send");
+    assert_eq!(auth, "Bearer SG.test-key");
+    let sent: Value = serde_json::from_str(&sent).unwrap();
+    let p = &sent["personalizations"][0];
+    assert_eq!(p["to"][0]["email"], "grace@example.com");
+    assert_eq!(p["cc"][0]["email"], "cc@example.com");
+    assert_eq!(
+        p["custom_args"]["omega_message_id"],
+        m[0]["id"].as_i64().unwrap().to_string()
+    );
+    assert_eq!(
+        sent["from"],
+        json!({"email": "desk@spa.example", "name": "Serenity"})
+    );
+    assert_eq!(sent["reply_to"]["email"], "help@spa.example");
+    assert_eq!(sent["subject"], "Your visit");
+    assert_eq!(
+        sent["content"],
+        json!([{"type": "text/plain", "value": "Thanks"}, {"type": "text/html", "value": "<b>Thanks</b>"}])
+    );
+    assert_eq!(
+        sent["attachments"],
+        json!([{"content": "aGVsbG8=", "filename": "a.txt", "type": "text/plain"}])
+    );
+    assert_eq!(requests.len(), 2, "the 400 was not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_requests_are_validated() {
+    let app = TestApp::spawn(Deployment::Embedded).await;
+    app.onboard(1).await;
+    let sms = |m: Value| json!({"category": "reminder", "location_id": 10, "messages": [m]});
+    for (path, body, loc) in [
+        (
+            "/businesses/1/sms/send",
+            json!({"category": "reminder", "messages": [{"client_id": 5, "to_number": "+14155550123", "message": "x"}]}),
+            json!(["body", "location_id"]),
+        ),
+        (
+            "/businesses/1/sms/send",
+            sms(json!({"client_id": 5, "to_number": "0123", "message": "x"})),
+            json!(["body", "messages", 0, "to_number"]),
+        ),
+        (
+            "/businesses/1/sms/send",
+            sms(json!({"client_id": 5, "to_number": "+14155550123", "message": ""})),
+            json!(["body", "messages", 0, "message"]),
+        ),
+        (
+            "/businesses/1/sms/send",
+            sms(
+                json!({"client_id": 5, "to_number": "+14155550123", "message": "x", "media_urls": ["ftp://x"]}),
+            ),
+            json!(["body", "messages", 0, "media_urls", 0]),
+        ),
+        (
+            "/businesses/1/sms/send",
+            json!({"category": "reminder", "location_id": 10, "provider": "sendgrid", "messages": [{"client_id": 5, "to_number": "+14155550123", "message": "x"}]}),
+            json!(["body", "provider"]),
+        ),
+        (
+            "/businesses/1/email/send",
+            json!({"category": "reminder", "messages": [{"client_id": 5, "to_email": "a@example.com", "subject": "s", "content": {}}]}),
+            json!(["body", "messages", 0, "content"]),
+        ),
+        (
+            "/businesses/1/email/send",
+            json!({"category": "reminder", "messages": [{"client_id": 5, "to_email": "a@example.com", "content": {"text": "x"}}]}),
+            json!(["body", "messages", 0, "subject"]),
+        ),
+        (
+            "/businesses/1/email/send",
+            json!({"category": "reminder", "provider": "smtp", "messages": [{"client_id": 5, "to_email": "a@example.com", "subject": "s", "content": {"text": "x"}}]}),
+            json!(["body", "provider"]),
+        ),
+    ] {
+        let resp = app.post(path, Some(PLATFORM_KEY), &body).await;
+        assert_eq!(resp.status(), 422, "{path} {body}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["detail"][0]["loc"], loc, "{path} {body}: {v}");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM messages").await, 0);
+}

@@ -1,0 +1,274 @@
+//! Provider clients: Twilio Messages, SendGrid Mail Send, and the sandbox (a provider that
+//! follows Twilio's test-number conventions, for the embedded default and tests). Errors are
+//! classified: transient ones are retried on the queue's schedule, permanent ones fail the
+//! message at once with the provider's code.
+use std::time::{Duration, Instant};
+
+use entities::credentials::TwilioCredentials;
+use entities::types::{MessageStatus, Provider};
+use serde_json::{Value, json};
+
+/// What a provider answered for an accepted message.
+#[derive(Debug)]
+pub struct Accepted {
+    pub provider_message_id: String,
+    pub status: MessageStatus,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying: timeouts, connection errors, 5xx, 429.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying cannot help: the provider's code and message.
+    #[error("{code}: {message}")]
+    Permanent { code: String, message: String },
+}
+
+/// Twilio error codes that mean the recipient cannot get this message (API.md's list).
+pub const PERMANENT_TWILIO_CODES: &[&str] = &["21211", "21610", "21612", "21614", "30006", "30007"];
+
+pub struct SmsOut<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub body: &'a str,
+    pub media_urls: &'a [String],
+    pub status_callback: &'a str,
+}
+
+pub struct EmailOut<'a> {
+    pub omega_id: i64,
+    pub from: &'a str,
+    pub from_name: Option<&'a str>,
+    pub reply_to: Option<&'a str>,
+    pub to: &'a str,
+    pub cc: &'a [String],
+    pub bcc: &'a [String],
+    pub subject: &'a str,
+    pub text: Option<&'a str>,
+    pub html: Option<&'a str>,
+    pub attachments: &'a Value,
+}
+
+#[derive(Clone)]
+pub struct Clients {
+    pub http: reqwest::Client,
+    pub twilio_base: String,
+    pub sendgrid_base: String,
+}
+
+impl Clients {
+    pub fn new(twilio_base: &str, sendgrid_base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client with rustls");
+        Clients {
+            http,
+            twilio_base: twilio_base.trim_end_matches('/').to_owned(),
+            sendgrid_base: sendgrid_base.trim_end_matches('/').to_owned(),
+        }
+    }
+}
+
+fn observe(provider: Provider, started: Instant, outcome: &Result<Accepted, SendError>) {
+    let label = match outcome {
+        Ok(_) => "accepted",
+        Err(SendError::Transient(_)) => "transient_error",
+        Err(SendError::Permanent { .. }) => "permanent_error",
+    };
+    metrics::counter!("omega_provider_calls_total", "provider" => provider.as_str(), "outcome" => label).increment(1);
+    metrics::histogram!("omega_provider_call_duration_seconds", "provider" => provider.as_str())
+        .record(started.elapsed().as_secs_f64());
+}
+
+fn transport(e: reqwest::Error) -> SendError {
+    SendError::Transient(format!("provider unreachable: {e}"))
+}
+
+/// Classifies a non-success HTTP answer.
+/// 429 and 5xx are worth retrying; any other client error fails the same way again (for
+/// Twilio that includes the recipient codes of `PERMANENT_TWILIO_CODES`).
+fn http_error(status: reqwest::StatusCode, code: Option<String>, message: String) -> SendError {
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return SendError::Transient(format!("HTTP {status}: {message}"));
+    }
+    SendError::Permanent {
+        code: code.unwrap_or_else(|| status.as_u16().to_string()),
+        message,
+    }
+}
+
+pub async fn twilio_send(
+    clients: &Clients,
+    creds: &TwilioCredentials,
+    sms: &SmsOut<'_>,
+) -> Result<Accepted, SendError> {
+    let started = Instant::now();
+    let outcome = async {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            clients.twilio_base, creds.account_sid
+        );
+        let mut form: Vec<(&str, &str)> = vec![
+            ("To", sms.to),
+            ("From", sms.from),
+            ("Body", sms.body),
+            ("StatusCallback", sms.status_callback),
+        ];
+        for m in sms.media_urls {
+            form.push(("MediaUrl", m));
+        }
+        let resp = clients
+            .http
+            .post(url)
+            .basic_auth(&creds.account_sid, Some(&creds.auth_token))
+            .form(&form)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            let sid = body["sid"]
+                .as_str()
+                .ok_or_else(|| SendError::Transient("Twilio answered without a sid".into()))?;
+            let st = match body["status"].as_str() {
+                Some("sent") => MessageStatus::Sent,
+                Some("sending") => MessageStatus::Sending,
+                _ => MessageStatus::Queued,
+            };
+            return Ok(Accepted {
+                provider_message_id: sid.to_owned(),
+                status: st,
+            });
+        }
+        let code = body["code"].as_i64().map(|c| c.to_string());
+        let message = body["message"]
+            .as_str()
+            .unwrap_or("Twilio refused the message")
+            .to_owned();
+        Err(http_error(status, code, message))
+    }
+    .await;
+    observe(Provider::Twilio, started, &outcome);
+    outcome
+}
+
+pub async fn sendgrid_send(
+    clients: &Clients,
+    api_key: &str,
+    email: &EmailOut<'_>,
+) -> Result<Accepted, SendError> {
+    let started = Instant::now();
+    let outcome = async {
+        let mut personalization = json!({
+            "to": [{"email": email.to}],
+            "custom_args": {"omega_message_id": email.omega_id.to_string()},
+        });
+        if !email.cc.is_empty() {
+            personalization["cc"] = email.cc.iter().map(|e| json!({"email": e})).collect();
+        }
+        if !email.bcc.is_empty() {
+            personalization["bcc"] = email.bcc.iter().map(|e| json!({"email": e})).collect();
+        }
+        let mut content = Vec::new();
+        if let Some(text) = email.text {
+            content.push(json!({"type": "text/plain", "value": text}));
+        }
+        if let Some(html) = email.html {
+            content.push(json!({"type": "text/html", "value": html}));
+        }
+        let mut from = json!({"email": email.from});
+        if let Some(name) = email.from_name {
+            from["name"] = json!(name);
+        }
+        let mut body = json!({
+            "personalizations": [personalization],
+            "from": from,
+            "subject": email.subject,
+            "content": content,
+        });
+        if let Some(reply_to) = email.reply_to {
+            body["reply_to"] = json!({"email": reply_to});
+        }
+        let attachments: Vec<Value> = email
+            .attachments
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter(|a| a["content"].is_string())
+                    .map(|a| {
+                        let mut out = json!({"content": a["content"], "filename": a["filename"].as_str().unwrap_or("attachment")});
+                        if let Some(t) = a["content_type"].as_str() {
+                            out["type"] = json!(t);
+                        }
+                        out
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !attachments.is_empty() {
+            body["attachments"] = json!(attachments);
+        }
+        let resp = clients
+            .http
+            .post(format!("{}/v3/mail/send", clients.sendgrid_base))
+            .bearer_auth(api_key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        if status.is_success() {
+            let id = resp
+                .headers()
+                .get("x-message-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .ok_or_else(|| SendError::Transient("SendGrid answered without X-Message-Id".into()))?;
+            return Ok(Accepted { provider_message_id: id, status: MessageStatus::Queued });
+        }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let message = body["errors"][0]["message"].as_str().unwrap_or("SendGrid refused the message").to_owned();
+        Err(http_error(status, None, message))
+    }
+    .await;
+    observe(Provider::Sendgrid, started, &outcome);
+    outcome
+}
+
+/// The sandbox's verdict on an SMS, by Twilio's test numbers.
+pub fn sandbox_sms(to: &str) -> Result<Accepted, SendError> {
+    let refuse = |code: &str, message: &str| {
+        Err(SendError::Permanent {
+            code: code.into(),
+            message: message.into(),
+        })
+    };
+    match to {
+        "+15005550001" => refuse("21211", "The 'To' number is not a valid phone number."),
+        "+15005550002" => refuse("21612", "The 'To' phone number is not currently reachable."),
+        "+15005550004" => refuse("21610", "Attempt to send to unsubscribed recipient."),
+        "+15005550009" => refuse("21614", "'To' number is not a valid mobile number."),
+        _ => Ok(Accepted {
+            provider_message_id: format!("SB{}", uuid::Uuid::new_v4().simple()),
+            status: MessageStatus::Sent,
+        }),
+    }
+}
+
+/// The sandbox accepts every email; an address at `bounce.example` bounces afterwards.
+pub fn sandbox_email(to: &str) -> (Accepted, bool) {
+    let bounces = to
+        .rsplit_once('@')
+        .is_some_and(|(_, domain)| domain.eq_ignore_ascii_case("bounce.example"));
+    (
+        Accepted {
+            provider_message_id: format!("SB{}", uuid::Uuid::new_v4().simple()),
+            status: MessageStatus::Sent,
+        },
+        bounces,
+    )
+}

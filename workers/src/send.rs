@@ -1,0 +1,262 @@
+//! The SendSms / SendEmail handler: record (queued), check consent, dispatch, record the result.
+//!
+//! No double send: a message that already has a provider id, or is past `queued`, is not
+//! dispatched again. The one remaining window is a crash between the provider accepting the
+//! message and `mark_sent` committing (a few milliseconds): the re-run sends it again.
+use entities::outbound::{self, SendJob};
+use entities::status::{MessageRef, StatusReport};
+use entities::types::{Channel, MessageStatus, Provider};
+use jobs::{Job, JobError, StatusUpdates};
+use sea_orm::EntityTrait;
+
+use crate::Ctx;
+use crate::providers::{self, EmailOut, SendError, SmsOut};
+
+fn db_error(e: entities::Error) -> JobError {
+    if e.is_transient() {
+        JobError::Transient(e.to_string())
+    } else {
+        JobError::Permanent(e.to_string())
+    }
+}
+
+pub async fn handle(ctx: &Ctx, job: &SendJob, attempt: u32) -> Result<(), JobError> {
+    let item = job
+        .batch
+        .items
+        .first()
+        .ok_or_else(|| JobError::Permanent("a send job without its message".into()))?;
+    let msg = entities::record::record_at(&ctx.db, &job.batch, job.index, item)
+        .await
+        .map_err(db_error)?;
+    if msg.provider_message_id.is_some() || msg.status != MessageStatus::Queued.as_str() {
+        tracing::info!(message_id = msg.id, status = %msg.status, "already dispatched; not sending again");
+        return Ok(());
+    }
+    let channel = job.batch.channel;
+    let provider = match ctx
+        .providers
+        .choose(channel, job.batch.provider, &ctx.db, job.batch.business_id)
+        .await
+    {
+        Ok(p) => p,
+        Err((kind, reason)) => {
+            outbound::mark_failed(&ctx.db, msg, kind, "provider_unavailable", &reason)
+                .await
+                .map_err(db_error)?;
+            return Ok(());
+        }
+    };
+    if let Some(reason) = outbound::consent(&ctx.db, msg.business_id, msg.client_id, channel)
+        .await
+        .map_err(db_error)?
+    {
+        outbound::mark_failed(&ctx.db, msg, provider.kind(), "opted_out", &reason)
+            .await
+            .map_err(db_error)?;
+        return Ok(());
+    }
+    let (from, result) = match channel {
+        Channel::Sms => {
+            let from = match &item.from {
+                Some(f) => Some(f.clone()),
+                None => location_number(ctx, job).await?,
+            };
+            let Some(from) = from else {
+                let reason =
+                    "no From number: the location has no phone number and no from_number was given";
+                outbound::mark_failed(&ctx.db, msg, provider.kind(), "no_sender", reason)
+                    .await
+                    .map_err(db_error)?;
+                return Ok(());
+            };
+            let sms = SmsOut {
+                from: &from,
+                to: &item.to,
+                body: &item.body,
+                media_urls: &job.media_urls,
+                status_callback: &format!("{}/twilio/sms/status", ctx.providers.public_url),
+            };
+            let result = provider.send_sms(ctx, &sms).await;
+            (from, result)
+        }
+        _ => {
+            let Some(from) = item.from.clone().or_else(|| provider.sender_address()) else {
+                let reason =
+                    "no sender address: give from_email or configure the business's email provider";
+                outbound::mark_failed(&ctx.db, msg, provider.kind(), "no_sender", reason)
+                    .await
+                    .map_err(db_error)?;
+                return Ok(());
+            };
+            let email = EmailOut {
+                omega_id: msg.id,
+                from: &from,
+                from_name: job.from_name.as_deref(),
+                reply_to: job.reply_to.as_deref(),
+                to: &item.to,
+                cc: &item.cc,
+                bcc: &item.bcc,
+                subject: item.subject.as_deref().unwrap_or("(no subject)"),
+                text: (!item.body.is_empty()).then_some(item.body.as_str()),
+                html: job.html.as_deref(),
+                attachments: &item.attachments,
+            };
+            let result = provider.send_email(ctx, &email).await;
+            (from, result)
+        }
+    };
+    match result {
+        Ok((accepted, follow_up)) => {
+            let pid = accepted.provider_message_id.clone();
+            let sent = outbound::mark_sent(
+                &ctx.db,
+                msg,
+                provider.kind(),
+                pid.clone(),
+                accepted.status,
+                &from,
+            )
+            .await
+            .map_err(db_error)?;
+            if let Some((status, code, reason)) = follow_up {
+                // The sandbox reports delivery the way a provider callback would.
+                let report = StatusReport {
+                    message: MessageRef::Provider {
+                        business_id: Some(sent.business_id),
+                        provider: Some(Provider::Sandbox),
+                        provider_message_id: pid,
+                    },
+                    status,
+                    error_code: code,
+                    error_message: reason,
+                    occurred_at: chrono::Utc::now(),
+                    source: "provider".into(),
+                    dedupe_key: format!("sandbox:{status}"),
+                };
+                let job = Job::UpdateStatus(StatusUpdates {
+                    business_id: sent.business_id,
+                    reports: vec![report],
+                });
+                if let Err(e) = ctx
+                    .producer
+                    .enqueue(&[job], sent.request_id.as_deref().unwrap_or(""), None)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not queue the sandbox's status report");
+                }
+            }
+            Ok(())
+        }
+        Err(SendError::Permanent { code, message }) => {
+            outbound::mark_failed(&ctx.db, msg, provider.kind(), &code, &message)
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        }
+        Err(SendError::Transient(error)) => {
+            if ctx.policy.exhausted(attempt) {
+                let reason = format!("gave up after {attempt} attempts: {error}");
+                outbound::mark_failed(&ctx.db, msg, provider.kind(), "retries_exhausted", &reason)
+                    .await
+                    .map_err(db_error)?;
+            }
+            Err(JobError::Transient(error))
+        }
+    }
+}
+
+/// The sending location's number, if it has one.
+async fn location_number(ctx: &Ctx, job: &SendJob) -> Result<Option<String>, JobError> {
+    let b = job.batch.business_id;
+    let location = match job.batch.location_id {
+        Some(l) => entities::location::Entity::find_by_id((b, l))
+            .one(&ctx.db)
+            .await
+            .map_err(|e| db_error(e.into()))?,
+        None => None,
+    };
+    Ok(location.and_then(|l| l.phone_number))
+}
+
+/// A resolved provider for one message, with its credentials.
+pub enum Chosen {
+    Sandbox,
+    Twilio(entities::credentials::TwilioCredentials),
+    Sendgrid {
+        api_key: String,
+        from_email: Option<String>,
+    },
+}
+
+/// What the sandbox reports after accepting: a status, error code and reason.
+type FollowUp = Option<(MessageStatus, Option<String>, Option<String>)>;
+
+impl Chosen {
+    pub fn kind(&self) -> Provider {
+        match self {
+            Chosen::Sandbox => Provider::Sandbox,
+            Chosen::Twilio(_) => Provider::Twilio,
+            Chosen::Sendgrid { .. } => Provider::Sendgrid,
+        }
+    }
+
+    fn sender_address(&self) -> Option<String> {
+        match self {
+            Chosen::Sendgrid { from_email, .. } => from_email.clone(),
+            _ => None,
+        }
+    }
+
+    async fn send_sms(
+        &self,
+        ctx: &Ctx,
+        sms: &SmsOut<'_>,
+    ) -> Result<(providers::Accepted, FollowUp), SendError> {
+        match self {
+            Chosen::Twilio(creds) => providers::twilio_send(&ctx.providers.clients, creds, sms)
+                .await
+                .map(|a| (a, None)),
+            Chosen::Sandbox => providers::sandbox_sms(sms.to)
+                .map(|a| (a, Some((MessageStatus::Delivered, None, None)))),
+            Chosen::Sendgrid { .. } => Err(SendError::Permanent {
+                code: "unsupported".into(),
+                message: "SendGrid does not send SMS".into(),
+            }),
+        }
+    }
+
+    async fn send_email(
+        &self,
+        ctx: &Ctx,
+        email: &EmailOut<'_>,
+    ) -> Result<(providers::Accepted, FollowUp), SendError> {
+        match self {
+            Chosen::Sendgrid { api_key, .. } => {
+                providers::sendgrid_send(&ctx.providers.clients, api_key, email)
+                    .await
+                    .map(|a| (a, None))
+            }
+            Chosen::Sandbox => {
+                let (accepted, bounces) = providers::sandbox_email(email.to);
+                let follow = if bounces {
+                    (
+                        MessageStatus::Failed,
+                        Some("bounce".to_owned()),
+                        Some(
+                            "The recipient's server refused the message (sandbox bounce)."
+                                .to_owned(),
+                        ),
+                    )
+                } else {
+                    (MessageStatus::Delivered, None, None)
+                };
+                Ok((accepted, Some(follow)))
+            }
+            Chosen::Twilio(_) => Err(SendError::Permanent {
+                code: "unsupported".into(),
+                message: "Twilio Messages does not send email".into(),
+            }),
+        }
+    }
+}

@@ -29,10 +29,37 @@ enum Command {
         #[command(subcommand)]
         command: omega::jobs_cli::JobsCommand,
     },
+    /// Messages (for operators).
+    Messages {
+        #[command(subcommand)]
+        command: MessagesCommand,
+    },
     /// API keys.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MessagesCommand {
+    /// Resend failed messages omega sent (permanent failures are skipped).
+    RetryFailed {
+        /// Only this business.
+        #[arg(long)]
+        business: Option<i64>,
+        /// sms or email.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Failed messages created at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -105,6 +132,45 @@ async fn main() -> anyhow::Result<()> {
             let db = omega::prepare(&mut config, migrate).await?;
             let queue = omega::open_queue(&config, &db).await?;
             return omega::jobs_cli::run(queue, command).await;
+        }
+        Command::Messages {
+            command:
+                MessagesCommand::RetryFailed {
+                    business,
+                    channel,
+                    since,
+                    until,
+                    limit,
+                    dry_run,
+                },
+        } => {
+            let channel = match channel.as_deref() {
+                None => None,
+                Some("sms") => Some(entities::types::Channel::Sms),
+                Some("email") => Some(entities::types::Channel::Email),
+                Some(other) => anyhow::bail!("--channel is sms or email, not {other:?}"),
+            };
+            anyhow::ensure!((1..=10_000).contains(&limit), "--limit is 1 to 10000");
+            let migrate = config.is_sqlite();
+            let db = omega::prepare(&mut config, migrate).await?;
+            let producer = jobs::Producer::new(omega::open_queue(&config, &db).await?);
+            let selection = entities::outbound::RetrySelection {
+                business_id: business,
+                message_ids: None,
+                channel,
+                since,
+                until,
+                limit,
+            };
+            let outcome =
+                jobs::ops::retry_failed(&db, &producer, &selection, dry_run, None).await?;
+            let verb = if dry_run { "would queue" } else { "queued" };
+            println!(
+                "{verb} {} failed message(s) again; skipped {} permanent failure(s)",
+                outcome.queued.len(),
+                outcome.skipped_permanent
+            );
+            return Ok(());
         }
         Command::Keys {
             command: KeysCommand::List { business },

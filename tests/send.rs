@@ -469,3 +469,190 @@ async fn send_requests_are_validated() {
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM messages").await, 0);
 }
+
+static PROVIDER_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[handler]
+async fn flaky_twilio(body: String, seen: Data<&Seen>) -> Response {
+    seen.0
+        .0
+        .lock()
+        .unwrap()
+        .push((String::new(), String::new(), body.clone()));
+    let json = |status: StatusCode, v: Value| {
+        Response::builder()
+            .status(status)
+            .content_type("application/json")
+            .body(v.to_string())
+    };
+    if body.contains("To=%2B15005550002") {
+        return json(
+            StatusCode::BAD_REQUEST,
+            json!({"code": 21612, "message": "not reachable"}),
+        );
+    }
+    if PROVIDER_UP.load(std::sync::atomic::Ordering::SeqCst) {
+        json(
+            StatusCode::CREATED,
+            json!({"sid": "SM00000000000000000000000000000042", "status": "queued"}),
+        )
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"code": 20500, "message": "down"}),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_messages_are_retried_for_real() {
+    let seen = Seen::default();
+    let base = mock(
+        Route::new().at(
+            "/2010-04-01/Accounts/:sid/Messages.json",
+            poem::post(flaky_twilio),
+        ),
+        seen.clone(),
+    )
+    .await;
+    let mut sandbox = Sandbox::new(Deployment::Embedded).await;
+    sandbox.set(
+        "OMEGA_TWILIO_ACCOUNT_SID",
+        "AC00000000000000000000000000000001",
+    );
+    sandbox.set("OMEGA_TWILIO_AUTH_TOKEN", "auth-token-0123456789");
+    sandbox.set("OMEGA_TWILIO_API_BASE", &base);
+    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
+    app.onboard(1).await;
+    // The provider is down: the first message fails after its attempts; the second is permanent.
+    let body = json!({"category": "reminder", "location_id": 10, "messages": [
+        {"client_id": 5, "to_number": "+14155550123", "message": "outage"},
+        {"client_id": 5, "to_number": "+15005550002", "message": "unreachable"}
+    ]});
+    let ok: Value = app
+        .post("/businesses/1/sms/send", Some(PLATFORM_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let m = settled(&app, &ok, 2, |m| {
+        m[0]["status"] == "failed" && m[1]["status"] == "failed"
+    })
+    .await;
+    assert_eq!(m[0]["error_code"], "retries_exhausted");
+    assert_eq!(m[1]["error_code"], "21612");
+    // A failed message recorded from elsewhere is not omega's to resend.
+    let recorded = json!({"category": "reminder", "messages": [{"client_id": 5, "to_number": "+14155550123", "message": "elsewhere", "status": "failed"}]});
+    let rec: Value = app
+        .post("/businesses/1/sms/record", Some(PLATFORM_KEY), &recorded)
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.request_messages(1, rec["request_id"].as_str().unwrap(), 1)
+        .await;
+
+    let dry: Value = app
+        .post(
+            "/businesses/1/messages/retry-failed",
+            Some(PLATFORM_KEY),
+            &json!({"dry_run": true}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        dry,
+        json!({"queued": 1, "skipped_permanent": 1, "message_ids": [m[0]["id"]]})
+    );
+    let calls_before = seen.0.lock().unwrap().len();
+    PROVIDER_UP.store(true, std::sync::atomic::Ordering::SeqCst);
+    let done: Value = app
+        .post(
+            "/businesses/1/messages/retry-failed",
+            Some(PLATFORM_KEY),
+            &json!({"channel": "sms"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["queued"], 1);
+    let m = settled(&app, &ok, 2, |m| m[0]["provider_message_id"].is_string()).await;
+    assert_eq!(m[0]["status"], "queued");
+    assert_eq!(m[0]["error_code"], Value::Null);
+    assert_eq!(
+        statuses(&m[0]),
+        ["queued", "failed", "queued", "queued"],
+        "sent, failed, requeued, accepted"
+    );
+    assert_eq!(
+        seen.0.lock().unwrap().len(),
+        calls_before + 1,
+        "one real resend"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM messages").await,
+        3,
+        "no second row"
+    );
+    // Nothing left to retry; bad input; the platform endpoint needs a platform key.
+    let again: Value = app
+        .post(
+            "/messages/retry-failed",
+            Some(PLATFORM_KEY),
+            &json!({"business_id": 1}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["queued"], 0);
+    assert_eq!(
+        app.post(
+            "/businesses/1/messages/retry-failed",
+            Some(PLATFORM_KEY),
+            &json!({"limit": 0})
+        )
+        .await
+        .status(),
+        422
+    );
+    assert_eq!(
+        app.post(
+            "/businesses/1/messages/retry-failed",
+            Some(PLATFORM_KEY),
+            &json!({"channel": "voice"})
+        )
+        .await
+        .status(),
+        422
+    );
+    let key1 = app.business_key(1).await;
+    assert_eq!(
+        app.post("/messages/retry-failed", Some(&key1), &json!({}))
+            .await
+            .status(),
+        403
+    );
+    // The on-call script and the CLI find nothing more to do.
+    let out = std::process::Command::new("scripts/retry-failed-messages")
+        .args(["--business", "1", "--yes"])
+        .envs(&app.sandbox.env)
+        .env("OMEGA_BIN", env!("CARGO_BIN_EXE_omega"))
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("would queue 0 failed message(s) again; skipped 1 permanent failure(s)"),
+        "{text}"
+    );
+    assert!(text.contains("queued 0 failed message(s) again"), "{text}");
+}

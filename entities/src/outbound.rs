@@ -146,3 +146,187 @@ pub async fn mark_failed(
     )
     .await
 }
+
+/// Failure codes that retrying cannot fix (the recipient, not the moment, is the problem).
+pub const PERMANENT_CODES: &[&str] = &[
+    "21211",
+    "21610",
+    "21612",
+    "21614",
+    "30006",
+    "30007",
+    "opted_out",
+    "bounce",
+    "dropped",
+    "blocked",
+    "unsubscribed",
+];
+
+pub fn is_permanent(code: Option<&str>) -> bool {
+    code.is_some_and(|c| PERMANENT_CODES.contains(&c))
+}
+
+/// Which failed messages to retry.
+#[derive(Clone, Debug, Default)]
+pub struct RetrySelection {
+    pub business_id: Option<i64>,
+    pub message_ids: Option<Vec<i64>>,
+    pub channel: Option<Channel>,
+    pub since: Option<chrono::DateTime<Utc>>,
+    pub until: Option<chrono::DateTime<Utc>>,
+    pub limit: u64,
+}
+
+/// Failed outbound messages that omega itself sent (it has a send job to repeat), oldest first.
+pub async fn failed_messages(
+    db: &impl ConnectionTrait,
+    sel: &RetrySelection,
+) -> Result<Vec<message::Model>> {
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
+    let mut q = message::Entity::find()
+        .filter(message::Column::Status.eq(MessageStatus::Failed.as_str()))
+        .filter(message::Column::Direction.eq("outbound"))
+        .filter(message::Column::Channel.is_in([Channel::Sms.as_str(), Channel::Email.as_str()]))
+        .filter(message::Column::RequestId.is_not_null())
+        .filter(Expr::cust(
+            "EXISTS (SELECT 1 FROM message_events e WHERE e.message_id = messages.id AND e.source = 'worker')",
+        ));
+    if let Some(b) = sel.business_id {
+        q = q.filter(message::Column::BusinessId.eq(b));
+    }
+    if let Some(ids) = &sel.message_ids {
+        q = q.filter(message::Column::Id.is_in(ids.clone()));
+    }
+    if let Some(c) = sel.channel {
+        q = q.filter(message::Column::Channel.eq(c.as_str()));
+    }
+    if let Some(t) = sel.since {
+        q = q.filter(message::Column::CreatedAt.gte(t));
+    }
+    if let Some(t) = sel.until {
+        q = q.filter(message::Column::CreatedAt.lt(t));
+    }
+    Ok(q.order_by_asc(message::Column::Id)
+        .limit(sel.limit)
+        .all(db)
+        .await?)
+}
+
+/// Puts a failed message back to `queued` for a resend (its row is kept; the history shows
+/// the failure and the retry). Returns the send job that resends it.
+pub async fn requeue(db: &DatabaseConnection, msg: message::Model) -> Result<SendJob> {
+    let job = resend_job(&msg)?;
+    let txn = crate::db::begin_write(db).await?;
+    let now = Utc::now();
+    let id = msg.id;
+    let mut row: message::ActiveModel = msg.into();
+    row.status = Set(MessageStatus::Queued.as_str().into());
+    row.provider_message_id = Set(None);
+    row.error_code = Set(None);
+    row.error_message = Set(None);
+    row.updated_at = Set(now);
+    row.update(&txn).await?;
+    message_event::Entity::insert(message_event::ActiveModel {
+        id: NotSet,
+        message_id: Set(id),
+        status: Set(MessageStatus::Queued.as_str().into()),
+        error_code: Set(None),
+        error_message: Set(Some("retry".into())),
+        source: Set("retry".into()),
+        dedupe_key: Set(None),
+        occurred_at: Set(now),
+        created_at: Set(now),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(job)
+}
+
+/// Undoes `requeue` when its job could not be queued.
+pub async fn unqueue(
+    db: &DatabaseConnection,
+    message_id: i64,
+    code: &str,
+    reason: &str,
+) -> Result<()> {
+    use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+    message::Entity::update_many()
+        .col_expr(
+            message::Column::Status,
+            Expr::value(MessageStatus::Failed.as_str()),
+        )
+        .col_expr(message::Column::ErrorCode, Expr::value(code))
+        .col_expr(message::Column::ErrorMessage, Expr::value(reason))
+        .filter(message::Column::Id.eq(message_id))
+        .filter(message::Column::Status.eq(MessageStatus::Queued.as_str()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+fn resend_job(m: &message::Model) -> Result<SendJob> {
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let meta = &m.metadata;
+    let batch = crate::record::RecordBatch {
+        business_id: m.business_id,
+        request_id: m
+            .request_id
+            .clone()
+            .ok_or_else(|| Error::Invalid("the message has no request to repeat".into()))?,
+        channel: m.channel.parse()?,
+        direction: crate::types::Direction::Outbound,
+        category: m.category.as_deref().map(str::parse).transpose()?,
+        notification_type: m.notification_type.as_deref().map(str::parse).transpose()?,
+        staff_id: m.staff_id,
+        provider: m.provider.as_deref().map(str::parse).transpose()?,
+        sent_by: m.sent_by,
+        sender_type: m.sender_type.parse()?,
+        sent_at: None,
+        location_id: m.location_id,
+        items: vec![crate::record::RecordItem {
+            message_id: m.external_id,
+            client_id: m.client_id,
+            wl_user_id: None,
+            from: m.from_addr.clone(),
+            to: m.to_addr.clone().unwrap_or_default(),
+            subject: m.subject.clone(),
+            body: m.body.clone(),
+            cc: strings(&m.cc),
+            bcc: strings(&m.bcc),
+            attachments: m.attachments.clone(),
+            status: MessageStatus::Queued,
+            provider_message_id: None,
+            metadata: meta.clone(),
+        }],
+    };
+    let media_urls = m
+        .attachments
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["url"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(SendJob {
+        batch,
+        index: m.request_index.unwrap_or(0),
+        media_urls: if m.channel == Channel::Sms.as_str() {
+            media_urls
+        } else {
+            vec![]
+        },
+        html: meta["html"].as_str().map(str::to_owned),
+        from_name: meta["from_name"].as_str().map(str::to_owned),
+        reply_to: meta["reply_to"].as_str().map(str::to_owned),
+    })
+}

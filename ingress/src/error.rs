@@ -166,6 +166,15 @@ impl From<jobs::QueueError> for ApiError {
     }
 }
 
+impl From<jobs::ops::RetryError> for ApiError {
+    fn from(e: jobs::ops::RetryError) -> Self {
+        match e {
+            jobs::ops::RetryError::Data(e) => e.into(),
+            jobs::ops::RetryError::Queue(e) => e.into(),
+        }
+    }
+}
+
 /// Where a failed parameter came from, for `loc`: header names carry dashes.
 fn param_location(name: &str) -> &'static str {
     if name.contains('-') {

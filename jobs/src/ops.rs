@@ -63,3 +63,69 @@ pub async fn apply_in_chunks(
     }
     Ok(affected)
 }
+
+/// What a retry of failed messages did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RetryOutcome {
+    /// The messages queued again (with a dry run: would be).
+    pub queued: Vec<i64>,
+    pub skipped_permanent: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error(transparent)]
+    Data(#[from] entities::Error),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Resends failed messages omega sent: each goes back to `queued` and gets a send job; its
+/// row is kept. Failures that retrying cannot fix are skipped. Shared by the HTTP API and
+/// `omega messages retry-failed`.
+pub async fn retry_failed(
+    db: &sea_orm::DatabaseConnection,
+    producer: &crate::Producer,
+    selection: &entities::outbound::RetrySelection,
+    dry_run: bool,
+    trace_id: Option<&str>,
+) -> Result<RetryOutcome, RetryError> {
+    use entities::outbound;
+    let failed = outbound::failed_messages(db, selection).await?;
+    let (permanent, retryable): (Vec<_>, Vec<_>) = failed
+        .into_iter()
+        .partition(|m| outbound::is_permanent(m.error_code.as_deref()));
+    let queued: Vec<i64> = retryable.iter().map(|m| m.id).collect();
+    if !dry_run {
+        for msg in retryable {
+            let (id, sms) = (
+                msg.id,
+                msg.channel == entities::types::Channel::Sms.as_str(),
+            );
+            let job = outbound::requeue(db, msg).await?;
+            let request_id = job.batch.request_id.clone();
+            let job = if sms {
+                crate::Job::SendSms(job)
+            } else {
+                crate::Job::SendEmail(job)
+            };
+            if let Err(e) = producer.enqueue(&[job], &request_id, trace_id).await {
+                // Not queued: it stays failed, as it was.
+                let _ =
+                    outbound::unqueue(db, id, "retry_not_queued", "the retry could not be queued")
+                        .await;
+                return Err(e.into());
+            }
+        }
+    }
+    tracing::info!(
+        queued = queued.len(),
+        skipped = permanent.len(),
+        dry_run,
+        "retry of failed messages"
+    );
+    Ok(RetryOutcome {
+        queued,
+        skipped_permanent: permanent.len(),
+    })
+}

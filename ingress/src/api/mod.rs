@@ -7,6 +7,7 @@ mod idempotency;
 pub mod keys;
 pub mod messages;
 pub mod records;
+pub mod retry;
 pub mod schemas;
 pub mod send;
 pub mod session;
@@ -51,6 +52,7 @@ pub type Apis = (
     voice::TwimlApi,
     status::StatusApi,
     send::SendApi,
+    retry::RetryApi,
 );
 
 pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, ()> {
@@ -86,7 +88,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
             status::StatusApi {
                 state: state.clone(),
             },
-            send::SendApi { state },
+            send::SendApi {
+                state: state.clone(),
+            },
+            retry::RetryApi { state },
         ),
         "omega",
         env!("CARGO_PKG_VERSION"),

@@ -350,7 +350,8 @@ impl SendEmailRequest {
                         .unwrap_or_default(),
                     status: MessageStatus::Queued,
                     provider_message_id: None,
-                    metadata: serde_json::json!({}),
+                    // Kept so that a retry can send the same mail again.
+                    metadata: serde_json::json!({"html": m.content.html.clone(), "from_name": from_name.clone(), "reply_to": reply_to.clone()}),
                 };
                 Job::SendEmail(SendJob {
                     batch: envelope.batch(business_id, request_id, item),

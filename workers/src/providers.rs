@@ -222,12 +222,15 @@ pub async fn sendgrid_send(
             .map_err(transport)?;
         let status = resp.status();
         if status.is_success() {
+            // SendGrid names the message in X-Message-Id. Without it the mail was still
+            // accepted (retrying would send it twice); events map back by omega's id in
+            // custom_args, so a stand-in id does.
             let id = resp
                 .headers()
                 .get("x-message-id")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
-                .ok_or_else(|| SendError::Transient("SendGrid answered without X-Message-Id".into()))?;
+                .unwrap_or_else(|| format!("omega-{}", email.omega_id));
             return Ok(Accepted { provider_message_id: id, status: MessageStatus::Queued });
         }
         let body: Value = resp.json().await.unwrap_or(Value::Null);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::inbox::{find_or_create_conversation, touch_conversation};
 use crate::types::{Channel, ClientType, Direction, MessageStatus, Provider, UserType};
-use crate::{Error, Result, client, location, message, message_event, staff_location};
+use crate::{Error, Result, client, location, message, staff_location};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CallRecord {
@@ -88,19 +88,7 @@ pub async fn record_call(db: &DatabaseConnection, call: &CallRecord) -> Result<b
         TryInsertResult::Inserted(res) => res.last_insert_id,
         TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(false),
     };
-    message_event::Entity::insert(message_event::ActiveModel {
-        id: NotSet,
-        message_id: Set(message_id),
-        status: Set(status.as_str().into()),
-        error_code: Set(None),
-        error_message: Set(None),
-        source: Set("provider".into()),
-        dedupe_key: Set(None),
-        occurred_at: Set(call.at),
-        created_at: Set(now),
-    })
-    .exec_without_returning(&txn)
-    .await?;
+    crate::inbox::append_event(&txn, message_id, status, None, "provider", call.at).await?;
     touch_conversation(&txn, conversation.id, message_id, call.at, inbound).await?;
     txn.commit().await?;
     Ok(true)
@@ -132,28 +120,18 @@ pub async fn find_or_create_by_phone(
             .await?
             .map(|c| c.id)
             .unwrap_or(0);
-        let now = Utc::now();
-        let inserted = client::Entity::insert(client::ActiveModel {
-            business_id: Set(business_id),
-            id: Set(lowest - 1),
-            first_name: Set(None),
-            last_name: Set(None),
-            email: Set(None),
-            phone: Set(Some(phone.to_owned())),
-            client_type: Set(ClientType::Lead.as_str().into()),
-            location_id: Set(location_id),
-            sms_opt_in: Set(true),
-            sms_opted_out_at: Set(None),
-            sms_opt_out_reason: Set(None),
-            email_opt_in: Set(true),
-            email_opted_out_at: Set(None),
-            email_opt_out_reason: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        })
-        .on_conflict_do_nothing()
-        .exec_without_returning(db)
-        .await?;
+        let lead = crate::inbox::new_client(
+            business_id,
+            lowest - 1,
+            ClientType::Lead,
+            Some(phone.to_owned()),
+            None,
+            location_id,
+        );
+        let inserted = client::Entity::insert(lead)
+            .on_conflict_do_nothing()
+            .exec_without_returning(db)
+            .await?;
         if matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
             return by_phone()
                 .one(db)

@@ -8,6 +8,74 @@ use sea_orm::{
 use crate::types::{Channel, ClientConversationStatus, ClientType};
 use crate::{Error, Result, client, conversation, message, message_event};
 
+/// A client omega creates itself (not onboarded by the platform): no name, consent not
+/// withdrawn.
+pub fn new_client(
+    business_id: i64,
+    id: i64,
+    client_type: ClientType,
+    phone: Option<String>,
+    email: Option<String>,
+    location_id: Option<i64>,
+) -> client::ActiveModel {
+    let now = Utc::now();
+    client::ActiveModel {
+        business_id: Set(business_id),
+        id: Set(id),
+        first_name: Set(None),
+        last_name: Set(None),
+        email: Set(email),
+        phone: Set(phone),
+        client_type: Set(client_type.as_str().into()),
+        location_id: Set(location_id),
+        sms_opt_in: Set(true),
+        sms_opted_out_at: Set(None),
+        sms_opt_out_reason: Set(None),
+        email_opt_in: Set(true),
+        email_opted_out_at: Set(None),
+        email_opt_out_reason: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+}
+
+/// Appends one entry to a message's status history.
+pub async fn append_event(
+    db: &impl ConnectionTrait,
+    message_id: i64,
+    status: crate::types::MessageStatus,
+    error: Option<(Option<String>, Option<String>)>,
+    source: &str,
+    occurred_at: DateTime<Utc>,
+) -> Result<()> {
+    let (error_code, error_message) = error.unwrap_or((None, None));
+    message_event::Entity::insert(message_event::ActiveModel {
+        id: sea_orm::ActiveValue::NotSet,
+        message_id: Set(message_id),
+        status: Set(status.as_str().into()),
+        error_code: Set(error_code),
+        error_message: Set(error_message),
+        source: Set(source.into()),
+        dedupe_key: Set(None),
+        occurred_at: Set(occurred_at),
+        created_at: Set(Utc::now()),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// The strings of a JSON array (cc, bcc lists); anything else is empty.
+pub fn json_strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The client row, created (as a plain `client`, consent as yet unrecorded) when the platform
 /// has not onboarded it yet, so that a recorded message is never refused for it.
 pub async fn ensure_client(
@@ -23,30 +91,19 @@ pub async fn ensure_client(
     {
         return Ok(found);
     }
-    let now = Utc::now();
     let (phone, email) = match channel {
         Channel::Sms | Channel::Voice => (address.map(str::to_owned), None),
         Channel::Email => (None, address.map(str::to_owned)),
         Channel::Note => (None, None),
     };
-    client::Entity::insert(client::ActiveModel {
-        business_id: Set(business_id),
-        id: Set(client_id),
-        first_name: Set(None),
-        last_name: Set(None),
-        email: Set(email),
-        phone: Set(phone),
-        client_type: Set(ClientType::Client.as_str().into()),
-        location_id: Set(None),
-        sms_opt_in: Set(true),
-        sms_opted_out_at: Set(None),
-        sms_opt_out_reason: Set(None),
-        email_opt_in: Set(true),
-        email_opted_out_at: Set(None),
-        email_opt_out_reason: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
+    client::Entity::insert(new_client(
+        business_id,
+        client_id,
+        ClientType::Client,
+        phone,
+        email,
+        None,
+    ))
     .on_conflict_do_nothing()
     .exec_without_returning(db)
     .await?;

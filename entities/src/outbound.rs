@@ -2,15 +2,13 @@
 //! records what the provider said. A message that already has a provider id is never sent
 //! again, so a re-run of its job cannot send twice.
 use chrono::Utc;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::NotSet, ConnectionTrait, DatabaseConnection, EntityTrait, Set,
-};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Set};
 
 use serde::{Deserialize, Serialize};
 
 use crate::record::RecordBatch;
 use crate::types::{Channel, MessageStatus, Provider};
-use crate::{Error, Result, client, message, message_event};
+use crate::{Error, Result, client, message};
 
 /// One message to send: its request's envelope with this one item, and where it stands in
 /// the request (the slot that makes a re-run find the same row).
@@ -89,19 +87,8 @@ async fn settle(
     row.error_message = Set(error.as_ref().map(|e| e.1.clone()));
     row.updated_at = Set(now);
     let updated = row.update(&txn).await?;
-    message_event::Entity::insert(message_event::ActiveModel {
-        id: NotSet,
-        message_id: Set(id),
-        status: Set(status.as_str().into()),
-        error_code: Set(error.as_ref().map(|e| e.0.clone())),
-        error_message: Set(error.map(|e| e.1)),
-        source: Set("worker".into()),
-        dedupe_key: Set(None),
-        occurred_at: Set(now),
-        created_at: Set(now),
-    })
-    .exec_without_returning(&txn)
-    .await?;
+    let error = error.map(|(code, reason)| (Some(code), Some(reason)));
+    crate::inbox::append_event(&txn, id, status, error, "worker", now).await?;
     txn.commit().await?;
     Ok(updated)
 }
@@ -226,18 +213,14 @@ pub async fn requeue(db: &DatabaseConnection, msg: message::Model) -> Result<Sen
     row.error_message = Set(None);
     row.updated_at = Set(now);
     row.update(&txn).await?;
-    message_event::Entity::insert(message_event::ActiveModel {
-        id: NotSet,
-        message_id: Set(id),
-        status: Set(MessageStatus::Queued.as_str().into()),
-        error_code: Set(None),
-        error_message: Set(Some("retry".into())),
-        source: Set("retry".into()),
-        dedupe_key: Set(None),
-        occurred_at: Set(now),
-        created_at: Set(now),
-    })
-    .exec_without_returning(&txn)
+    crate::inbox::append_event(
+        &txn,
+        id,
+        MessageStatus::Queued,
+        Some((None, Some("retry".into()))),
+        "retry",
+        now,
+    )
     .await?;
     txn.commit().await?;
     Ok(job)
@@ -266,15 +249,7 @@ pub async fn unqueue(
 }
 
 fn resend_job(m: &message::Model) -> Result<SendJob> {
-    let strings = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let strings = crate::inbox::json_strings;
     let meta = &m.metadata;
     let batch = crate::record::RecordBatch {
         business_id: m.business_id,

@@ -13,7 +13,7 @@ use crate::inbox::{ensure_client, find_or_create_conversation, touch_conversatio
 use crate::types::{
     Channel, Direction, MessageCategory, MessageStatus, NotificationType, Provider, UserType,
 };
-use crate::{Result, message, message_event};
+use crate::{Result, message};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RecordBatch {
@@ -202,19 +202,7 @@ async fn record_one(
         TryInsertResult::Inserted(res) => res.last_insert_id,
         TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(false),
     };
-    message_event::Entity::insert(message_event::ActiveModel {
-        id: NotSet,
-        message_id: Set(message_id),
-        status: Set(item.status.as_str().into()),
-        error_code: Set(None),
-        error_message: Set(None),
-        source: Set("record".into()),
-        dedupe_key: Set(None),
-        occurred_at: Set(at),
-        created_at: Set(now),
-    })
-    .exec_without_returning(db)
-    .await?;
+    crate::inbox::append_event(db, message_id, item.status, None, "record", at).await?;
     touch_conversation(db, conversation.id, message_id, at, inbound).await?;
     Ok(true)
 }

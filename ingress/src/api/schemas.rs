@@ -89,16 +89,6 @@ fn parse<T: std::str::FromStr<Err = entities::Error>>(s: &str) -> Result<T, enti
     s.parse()
 }
 
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 impl MessageItem {
     pub fn from_model(
         m: message::Model,
@@ -139,8 +129,8 @@ impl MessageItem {
             body: m.body,
             from: m.from_addr,
             to: m.to_addr,
-            cc: strings(&m.cc),
-            bcc: strings(&m.bcc),
+            cc: entities::inbox::json_strings(&m.cc),
+            bcc: entities::inbox::json_strings(&m.bcc),
             attachments: m.attachments,
             status: parse(&m.status)?,
             error_code: m.error_code,

@@ -25,6 +25,7 @@
 //! | `OMEGA_TWILIO_API_KEY_SID`, `OMEGA_TWILIO_API_KEY_SECRET`, `OMEGA_TWILIO_TWIML_APP_SID` | Twilio Voice access tokens | unset |
 //! | `OMEGA_TWILIO_API_BASE` | Twilio REST base URL | `https://api.twilio.com` |
 //! | `OMEGA_SENDGRID_API_KEY`, `OMEGA_SENDGRID_API_BASE` | SendGrid Mail Send | unset, `https://api.sendgrid.com` |
+//! | `OMEGA_SMTP_URL` | SMTP relay, e.g. `smtp://user:pass@host:587` | unset |
 //! | `OMEGA_DEFAULT_SMS_PROVIDER`, `OMEGA_DEFAULT_EMAIL_PROVIDER` | used when a request names none | `twilio`/`sendgrid` when configured, else `sandbox` |
 //! | `OMEGA_METRICS_LISTEN` | where an `omega worker` process serves `/metrics` (others serve it with the API) | unset |
 //! | `OMEGA_SHUTDOWN_TIMEOUT_SECS` | how long SIGTERM waits for requests and jobs under way | `30` |
@@ -68,6 +69,7 @@ pub struct Config {
     pub twilio_api_base: String,
     pub sendgrid_api_key: Option<String>,
     pub sendgrid_api_base: String,
+    pub smtp_url: Option<String>,
     pub default_sms_provider: Option<entities::types::Provider>,
     pub default_email_provider: Option<entities::types::Provider>,
 }
@@ -189,6 +191,7 @@ impl Config {
             sendgrid_api_key: var("OMEGA_SENDGRID_API_KEY"),
             sendgrid_api_base: var("OMEGA_SENDGRID_API_BASE")
                 .unwrap_or_else(|| "https://api.sendgrid.com".into()),
+            smtp_url: var("OMEGA_SMTP_URL"),
             default_sms_provider: provider(
                 var("OMEGA_DEFAULT_SMS_PROVIDER"),
                 "OMEGA_DEFAULT_SMS_PROVIDER",

@@ -248,6 +248,7 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
                 public_url: config.public_url.trim_end_matches('/').to_owned(),
                 twilio: config.twilio.clone(),
                 sendgrid_api_key: config.sendgrid_api_key.clone(),
+                smtp_url: config.smtp_url.clone(),
                 default_sms: config.default_sms_provider,
                 default_email: config.default_email_provider,
                 sealer: entities::secrets::Sealer::new(

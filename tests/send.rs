@@ -656,3 +656,100 @@ async fn failed_messages_are_retried_for_real() {
     );
     assert!(text.contains("queued 0 failed message(s) again"), "{text}");
 }
+
+/// A minimal SMTP server that keeps every message it is given and refuses one recipient.
+async fn smtp_sink(refuse: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let store = kept.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"220 sink ESMTP\r\n").await;
+                let mut in_data = false;
+                let mut data = String::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if in_data {
+                        if line == "." {
+                            in_data = false;
+                            store.lock().unwrap().push(std::mem::take(&mut data));
+                            let _ = write.write_all(b"250 2.0.0 queued\r\n").await;
+                        } else {
+                            data.push_str(&line);
+                            data.push('\n');
+                        }
+                        continue;
+                    }
+                    let upper = line.to_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") {
+                        b"250-sink\r\n250 8BITMIME\r\n"
+                    } else if upper.starts_with("RCPT") && line.contains(refuse) {
+                        b"550 5.1.1 no such user here\r\n"
+                    } else if upper.starts_with("DATA") {
+                        in_data = true;
+                        b"354 go ahead\r\n"
+                    } else if upper.starts_with("QUIT") {
+                        let _ = write.write_all(b"221 bye\r\n").await;
+                        return;
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    let _ = write.write_all(reply).await;
+                }
+            });
+        }
+    });
+    (format!("smtp://127.0.0.1:{port}"), kept)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_relays_mail_and_refusals_fail_the_message() {
+    let (url, kept) = smtp_sink("nobody@example.com").await;
+    let mut sandbox = Sandbox::new(Deployment::Embedded).await;
+    sandbox.set("OMEGA_SMTP_URL", &url);
+    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
+    app.onboard(1).await;
+    let body = json!({"category": "transactional", "from_email": "desk@spa.example", "from_name": "Serenity", "messages": [
+        {"client_id": 5, "to_email": "grace@example.com", "subject": "Your visit", "content": {"text": "Thanks", "html": "<b>Thanks</b>"},
+         "attachments": [{"content": "aGVsbG8=", "content_type": "text/plain", "filename": "a.txt"}]},
+        {"client_id": 5, "to_email": "nobody@example.com", "subject": "x", "content": {"text": "x"}}
+    ]});
+    let ok: Value = app
+        .post("/businesses/1/email/send", Some(PLATFORM_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let m = settled(&app, &ok, 2, |m| {
+        m[0]["status"] == "sent" && m[1]["status"] == "failed"
+    })
+    .await;
+    assert_eq!(m[0]["provider"], "smtp");
+    let id = m[0]["id"].as_i64().unwrap();
+    assert_eq!(
+        m[0]["provider_message_id"],
+        format!("<omega-{id}@omega.invalid>")
+    );
+    assert_eq!(m[1]["error_code"], "550");
+    let mail = kept.lock().unwrap().clone();
+    assert_eq!(mail.len(), 1, "the refused recipient got nothing");
+    let mail = &mail[0];
+    for needle in [
+        "Subject: Your visit",
+        "To: grace@example.com",
+        "From: Serenity <desk@spa.example>",
+        "Thanks",
+        "<b>Thanks</b>",
+        "a.txt",
+    ] {
+        assert!(mail.contains(needle), "{needle} missing from\n{mail}");
+    }
+}

@@ -34,6 +34,8 @@ pub struct ProviderSettings {
     /// The global accounts; a business's own (from onboarding) takes precedence.
     pub twilio: Option<entities::credentials::TwilioCredentials>,
     pub sendgrid_api_key: Option<String>,
+    /// An SMTP relay (`OMEGA_SMTP_URL`).
+    pub smtp_url: Option<String>,
     pub default_sms: Option<Provider>,
     pub default_email: Option<Provider>,
     /// Opens businesses' sealed credentials.
@@ -86,14 +88,33 @@ impl ProviderSettings {
             Channel::Email => {
                 let own: Option<entities::credentials::EmailCredentials> =
                     self.own(db, business_id, "email").await;
+                let own_smtp = own
+                    .clone()
+                    .filter(|e| e.provider == Provider::Smtp && e.smtp_url.is_some());
                 let own_sendgrid = own.filter(|e| e.provider == Provider::Sendgrid);
-                let available = own_sendgrid.is_some() || self.sendgrid_api_key.is_some();
-                let p = requested.or(self.default_email).unwrap_or(if available {
+                // A business's own provider first, then the global ones.
+                let default = if own_sendgrid.is_some()
+                    || (own_smtp.is_none() && self.sendgrid_api_key.is_some())
+                {
                     Provider::Sendgrid
+                } else if own_smtp.is_some() || self.smtp_url.is_some() {
+                    Provider::Smtp
                 } else {
                     Provider::Sandbox
-                });
+                };
+                let p = requested.or(self.default_email).unwrap_or(default);
                 match p {
+                    Provider::Smtp => match (own_smtp, &self.smtp_url) {
+                        (Some(e), _) => Ok(send::Chosen::Smtp {
+                            url: e.smtp_url.unwrap_or_default(),
+                            from_email: Some(e.from_email),
+                        }),
+                        (None, Some(url)) => Ok(send::Chosen::Smtp {
+                            url: url.clone(),
+                            from_email: None,
+                        }),
+                        _ => Err((p, "SMTP is not configured for this business".into())),
+                    },
                     Provider::Sandbox => Ok(send::Chosen::Sandbox),
                     Provider::Sendgrid => match (own_sendgrid, &self.sendgrid_api_key) {
                         (Some(e), _) if e.api_key.is_some() => Ok(send::Chosen::Sendgrid {

@@ -187,6 +187,10 @@ pub enum Chosen {
         api_key: String,
         from_email: Option<String>,
     },
+    Smtp {
+        url: String,
+        from_email: Option<String>,
+    },
 }
 
 /// What the sandbox reports after accepting: a status, error code and reason.
@@ -198,12 +202,15 @@ impl Chosen {
             Chosen::Sandbox => Provider::Sandbox,
             Chosen::Twilio(_) => Provider::Twilio,
             Chosen::Sendgrid { .. } => Provider::Sendgrid,
+            Chosen::Smtp { .. } => Provider::Smtp,
         }
     }
 
     fn sender_address(&self) -> Option<String> {
         match self {
-            Chosen::Sendgrid { from_email, .. } => from_email.clone(),
+            Chosen::Sendgrid { from_email, .. } | Chosen::Smtp { from_email, .. } => {
+                from_email.clone()
+            }
             _ => None,
         }
     }
@@ -219,9 +226,9 @@ impl Chosen {
                 .map(|a| (a, None)),
             Chosen::Sandbox => providers::sandbox_sms(sms.to)
                 .map(|a| (a, Some((MessageStatus::Delivered, None, None)))),
-            Chosen::Sendgrid { .. } => Err(SendError::Permanent {
+            Chosen::Sendgrid { .. } | Chosen::Smtp { .. } => Err(SendError::Permanent {
                 code: "unsupported".into(),
-                message: "SendGrid does not send SMS".into(),
+                message: "an email provider does not send SMS".into(),
             }),
         }
     }
@@ -237,6 +244,7 @@ impl Chosen {
                     .await
                     .map(|a| (a, None))
             }
+            Chosen::Smtp { url, .. } => providers::smtp_send(url, email).await.map(|a| (a, None)),
             Chosen::Sandbox => {
                 let (accepted, bounces) = providers::sandbox_email(email.to);
                 let follow = if bounces {

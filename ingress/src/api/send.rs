@@ -126,7 +126,7 @@ pub struct EmailContent {
     pub text: Option<String>,
 }
 
-/// Email to send. `provider`: `sendgrid` or `sandbox` (default: the configured one).
+/// Email to send. `provider`: `sendgrid`, `smtp` or `sandbox` (default: the configured one).
 #[derive(Debug, Object, Deserialize)]
 pub struct SendEmailRequest {
     pub category: MessageCategory,

@@ -753,3 +753,55 @@ async fn smtp_relays_mail_and_refusals_fail_the_message() {
         assert!(mail.contains(needle), "{needle} missing from\n{mail}");
     }
 }
+
+static FIRST_429: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+static AFTER_429: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+#[handler]
+async fn rate_limited_twilio() -> Response {
+    // The first request is told to come back in 2 s; the next one is accepted.
+    if FIRST_429.set(std::time::Instant::now()).is_ok() {
+        return Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header("Retry-After", "2")
+            .content_type("application/json")
+            .body(json!({"code": 20429, "message": "Too Many Requests"}).to_string());
+    }
+    let _ = AFTER_429.set(std::time::Instant::now());
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .content_type("application/json")
+        .body(json!({"sid": "SM00000000000000000000000000000429", "status": "queued"}).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let base = mock(
+        Route::new().at(
+            "/2010-04-01/Accounts/:sid/Messages.json",
+            poem::post(rate_limited_twilio),
+        ),
+        Seen::default(),
+    )
+    .await;
+    let mut sandbox = Sandbox::new(Deployment::Scaled).await;
+    sandbox.set(
+        "OMEGA_TWILIO_ACCOUNT_SID",
+        "AC00000000000000000000000000000001",
+    );
+    sandbox.set("OMEGA_TWILIO_AUTH_TOKEN", "auth-token-0123456789");
+    sandbox.set("OMEGA_TWILIO_API_BASE", &base);
+    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
+    app.onboard(1).await;
+    let body = json!({"category": "reminder", "location_id": 10, "messages": [{"client_id": 5, "to_number": "+14155550123", "message": "x"}]});
+    let ok: Value = app
+        .post("/businesses/1/sms/send", Some(PLATFORM_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    settled(&app, &ok, 1, |m| m[0]["provider_message_id"].is_string()).await;
+    // The test schedule would have retried within 200 ms; the provider asked for 2 s.
+    let waited = *AFTER_429.get().unwrap() - *FIRST_429.get().unwrap();
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
+}

@@ -19,6 +19,12 @@ pub enum QueueError {
 pub enum JobError {
     #[error("{0}")]
     Transient(String),
+    /// Transient, and the other side said when to come back (HTTP Retry-After).
+    #[error("{reason} (retry after {after:?})")]
+    RetryAfter {
+        after: std::time::Duration,
+        reason: String,
+    },
     #[error("{0}")]
     Permanent(String),
 }

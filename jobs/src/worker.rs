@@ -309,7 +309,17 @@ async fn settle<R>(
                 tracing::error!(%job_type, %job_id, %error, "job is dead");
                 (queue.bury(d, &error).await, Settled::Buried)
             } else {
-                let delay = policy.delay(d.attempt);
+                // A Retry-After from the other side is honoured (up to an hour).
+                let asked = match error.downcast_ref::<JobError>() {
+                    Some(JobError::RetryAfter { after, .. }) => {
+                        Some((*after).min(std::time::Duration::from_secs(3600)))
+                    }
+                    _ => None,
+                };
+                let delay = asked.map_or_else(
+                    || policy.delay(d.attempt),
+                    |a| a.max(policy.delay(d.attempt)),
+                );
                 tracing::warn!(%job_type, %job_id, attempt = d.attempt, ?delay, %error, "job failed; will retry");
                 (
                     queue.retry(d, delay, &error.to_string()).await,

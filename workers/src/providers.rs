@@ -17,9 +17,12 @@ pub struct Accepted {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// Worth retrying: timeouts, connection errors, 5xx, 429.
-    #[error("{0}")]
-    Transient(String),
+    /// Worth retrying: timeouts, connection errors, 5xx, 429 (with the provider's Retry-After).
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// Retrying cannot help: the provider's code and message.
     #[error("{code}: {message}")]
     Permanent { code: String, message: String },
@@ -75,7 +78,7 @@ impl Clients {
 fn observe(provider: Provider, started: Instant, outcome: &Result<Accepted, SendError>) {
     let label = match outcome {
         Ok(_) => "accepted",
-        Err(SendError::Transient(_)) => "transient_error",
+        Err(SendError::Transient { .. }) => "transient_error",
         Err(SendError::Permanent { .. }) => "permanent_error",
     };
     metrics::counter!("omega_provider_calls_total", "provider" => provider.as_str(), "outcome" => label).increment(1);
@@ -84,15 +87,38 @@ fn observe(provider: Provider, started: Instant, outcome: &Result<Accepted, Send
 }
 
 fn transport(e: reqwest::Error) -> SendError {
-    SendError::Transient(format!("provider unreachable: {e}"))
+    SendError::Transient {
+        message: format!("provider unreachable: {e}"),
+        retry_after: None,
+    }
+}
+
+/// `Retry-After` in seconds (the form Twilio and SendGrid use).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 /// Classifies a non-success HTTP answer.
 /// 429 and 5xx are worth retrying; any other client error fails the same way again (for
 /// Twilio that includes the recipient codes of `PERMANENT_TWILIO_CODES`).
-fn http_error(status: reqwest::StatusCode, code: Option<String>, message: String) -> SendError {
+fn http_error(
+    status: reqwest::StatusCode,
+    wait: Option<Duration>,
+    code: Option<String>,
+    message: String,
+) -> SendError {
     if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        return SendError::Transient(format!("HTTP {status}: {message}"));
+        return SendError::Transient {
+            message: format!("HTTP {status}: {message}"),
+            retry_after: wait,
+        };
     }
     SendError::Permanent {
         code: code.unwrap_or_else(|| status.as_u16().to_string()),
@@ -129,11 +155,13 @@ pub async fn twilio_send(
             .await
             .map_err(transport)?;
         let status = resp.status();
+        let wait = retry_after(resp.headers());
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_success() {
-            let sid = body["sid"]
-                .as_str()
-                .ok_or_else(|| SendError::Transient("Twilio answered without a sid".into()))?;
+            let sid = body["sid"].as_str().ok_or_else(|| SendError::Transient {
+                message: "Twilio answered without a sid".into(),
+                retry_after: None,
+            })?;
             let st = match body["status"].as_str() {
                 Some("sent") => MessageStatus::Sent,
                 Some("sending") => MessageStatus::Sending,
@@ -149,7 +177,7 @@ pub async fn twilio_send(
             .as_str()
             .unwrap_or("Twilio refused the message")
             .to_owned();
-        Err(http_error(status, code, message))
+        Err(http_error(status, wait, code, message))
     }
     .await;
     observe(Provider::Twilio, started, &outcome);
@@ -233,9 +261,10 @@ pub async fn sendgrid_send(
                 .unwrap_or_else(|| format!("omega-{}", email.omega_id));
             return Ok(Accepted { provider_message_id: id, status: MessageStatus::Queued });
         }
+        let wait = retry_after(resp.headers());
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         let message = body["errors"][0]["message"].as_str().unwrap_or("SendGrid refused the message").to_owned();
-        Err(http_error(status, None, message))
+        Err(http_error(status, wait, None, message))
     }
     .await;
     observe(Provider::Sendgrid, started, &outcome);
@@ -354,7 +383,10 @@ pub async fn smtp_send(url: &str, email: &EmailOut<'_>) -> Result<Accepted, Send
                     .unwrap_or_else(|| "smtp".into()),
                 message: e.to_string(),
             }),
-            Err(e) => Err(SendError::Transient(format!("SMTP: {e}"))),
+            Err(e) => Err(SendError::Transient {
+                message: format!("SMTP: {e}"),
+                retry_after: None,
+            }),
         }
     }
     .await;

@@ -154,14 +154,23 @@ pub async fn handle(ctx: &Ctx, job: &SendJob, attempt: u32) -> Result<(), JobErr
                 .map_err(db_error)?;
             Ok(())
         }
-        Err(SendError::Transient(error)) => {
+        Err(SendError::Transient {
+            message: error,
+            retry_after,
+        }) => {
             if ctx.policy.exhausted(attempt) {
                 let reason = format!("gave up after {attempt} attempts: {error}");
                 outbound::mark_failed(&ctx.db, msg, provider.kind(), "retries_exhausted", &reason)
                     .await
                     .map_err(db_error)?;
             }
-            Err(JobError::Transient(error))
+            Err(match retry_after {
+                Some(after) => JobError::RetryAfter {
+                    after,
+                    reason: error,
+                },
+                None => JobError::Transient(error),
+            })
         }
     }
 }

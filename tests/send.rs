@@ -191,27 +191,43 @@ async fn mock(route: Route, seen: Seen) -> String {
     base
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twilio_client_sends_retries_and_fails_permanently() {
-    let seen = Seen::default();
+/// An omega (onboarded business 1) whose Twilio account is a local mock serving `endpoint`.
+async fn app_with_twilio_mock(
+    d: Deployment,
+    endpoint: impl poem::Endpoint + 'static,
+    seen: Seen,
+    public_url: Option<&str>,
+) -> TestApp {
     let base = mock(
-        Route::new().at(
-            "/2010-04-01/Accounts/:sid/Messages.json",
-            poem::post(twilio_mock),
-        ),
-        seen.clone(),
+        Route::new().at("/2010-04-01/Accounts/:sid/Messages.json", endpoint),
+        seen,
     )
     .await;
-    let mut sandbox = Sandbox::new(Deployment::Scaled).await;
+    let mut sandbox = Sandbox::new(d).await;
     sandbox.set(
         "OMEGA_TWILIO_ACCOUNT_SID",
         "AC00000000000000000000000000000001",
     );
     sandbox.set("OMEGA_TWILIO_AUTH_TOKEN", "auth-token-0123456789");
     sandbox.set("OMEGA_TWILIO_API_BASE", &base);
-    sandbox.set("OMEGA_PUBLIC_URL", "https://omega.example.com");
+    if let Some(url) = public_url {
+        sandbox.set("OMEGA_PUBLIC_URL", url);
+    }
     let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
     app.onboard(1).await;
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_client_sends_retries_and_fails_permanently() {
+    let seen = Seen::default();
+    let app = app_with_twilio_mock(
+        Deployment::Scaled,
+        poem::post(twilio_mock),
+        seen.clone(),
+        Some("https://omega.example.com"),
+    )
+    .await;
     let body = json!({"category": "conversation", "location_id": 10, "messages": [
         {"client_id": 5, "to_number": "+14155550123", "message": "Hello & welcome", "media_urls": ["https://cdn.example/a.png"]},
         {"client_id": 6, "to_number": "+14155550124", "message": "retried"},
@@ -507,23 +523,13 @@ async fn flaky_twilio(body: String, seen: Data<&Seen>) -> Response {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_messages_are_retried_for_real() {
     let seen = Seen::default();
-    let base = mock(
-        Route::new().at(
-            "/2010-04-01/Accounts/:sid/Messages.json",
-            poem::post(flaky_twilio),
-        ),
+    let app = app_with_twilio_mock(
+        Deployment::Embedded,
+        poem::post(flaky_twilio),
         seen.clone(),
+        None,
     )
     .await;
-    let mut sandbox = Sandbox::new(Deployment::Embedded).await;
-    sandbox.set(
-        "OMEGA_TWILIO_ACCOUNT_SID",
-        "AC00000000000000000000000000000001",
-    );
-    sandbox.set("OMEGA_TWILIO_AUTH_TOKEN", "auth-token-0123456789");
-    sandbox.set("OMEGA_TWILIO_API_BASE", &base);
-    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
-    app.onboard(1).await;
     // The provider is down: the first message fails after its attempts; the second is permanent.
     let body = json!({"category": "reminder", "location_id": 10, "messages": [
         {"client_id": 5, "to_number": "+14155550123", "message": "outage"},
@@ -776,23 +782,13 @@ async fn rate_limited_twilio() -> Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
-    let base = mock(
-        Route::new().at(
-            "/2010-04-01/Accounts/:sid/Messages.json",
-            poem::post(rate_limited_twilio),
-        ),
+    let app = app_with_twilio_mock(
+        Deployment::Scaled,
+        poem::post(rate_limited_twilio),
         Seen::default(),
+        None,
     )
     .await;
-    let mut sandbox = Sandbox::new(Deployment::Scaled).await;
-    sandbox.set(
-        "OMEGA_TWILIO_ACCOUNT_SID",
-        "AC00000000000000000000000000000001",
-    );
-    sandbox.set("OMEGA_TWILIO_AUTH_TOKEN", "auth-token-0123456789");
-    sandbox.set("OMEGA_TWILIO_API_BASE", &base);
-    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
-    app.onboard(1).await;
     let body = json!({"category": "reminder", "location_id": 10, "messages": [{"client_id": 5, "to_number": "+14155550123", "message": "x"}]});
     let ok: Value = app
         .post("/businesses/1/sms/send", Some(PLATFORM_KEY), &body)

@@ -3,6 +3,7 @@
 pub mod calls;
 pub mod credentials;
 pub mod db;
+pub mod directory;
 mod error;
 pub mod idempotency;
 pub mod inbox;

@@ -2,6 +2,7 @@
 //! a function; the work lives in `entities` and the queue.
 pub mod admin;
 pub mod business;
+pub mod directory;
 pub mod health;
 mod idempotency;
 pub mod keys;
@@ -36,6 +37,15 @@ pub enum ApiTags {
     Operators,
     /// Staff sessions.
     Session,
+    /// The inbox: locations and conversations.
+    #[oai(rename = "businesses")]
+    Businesses,
+    /// A business's clients.
+    #[oai(rename = "business-clients")]
+    BusinessClients,
+    /// A business's staff.
+    #[oai(rename = "business-staffs")]
+    BusinessStaffs,
     /// Browser calling (Twilio Voice).
     VoiceCalls,
 }
@@ -53,6 +63,7 @@ pub type Apis = (
     status::StatusApi,
     send::SendApi,
     retry::RetryApi,
+    directory::DirectoryApi,
 );
 
 pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, ()> {
@@ -91,7 +102,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
             send::SendApi {
                 state: state.clone(),
             },
-            retry::RetryApi { state },
+            retry::RetryApi {
+                state: state.clone(),
+            },
+            directory::DirectoryApi { state },
         ),
         "omega",
         env!("CARGO_PKG_VERSION"),

@@ -1,0 +1,162 @@
+//! The business directory: locations, staff and clients, scoped to the business in the path.
+mod common;
+
+use common::{Deployment, PLATFORM_KEY, TestApp};
+use serde_json::{Value, json};
+
+async fn get(app: &TestApp, path: &str) -> Value {
+    let resp = app.get(path, Some(PLATFORM_KEY)).await;
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
+async fn directory_reads(d: Deployment) {
+    let app = TestApp::spawn(d).await;
+    app.onboard(1).await;
+    app.onboard(2).await;
+
+    let locations = get(&app, "/businesses/1/locations").await;
+    assert_eq!(
+        locations[0],
+        json!({"id": 10, "name": "Downtown", "phone_number": "+14155550100", "email": "downtown@example.com", "timezone": "America/New_York"})
+    );
+    assert_eq!(locations.as_array().unwrap().len(), 2);
+
+    let staff = get(&app, "/businesses/1/staffs?q=LOVE").await;
+    assert_eq!(
+        (staff["total"].as_u64(), staff["items"][0]["id"].as_i64()),
+        (Some(1), Some(789))
+    );
+    assert_eq!(get(&app, "/businesses/1/staffs?q=nobody").await["total"], 0);
+    assert_eq!(
+        get(&app, "/businesses/1/staffs?location_id=11").await["total"],
+        1
+    );
+    assert_eq!(
+        get(&app, "/businesses/1/staffs?location_id=99").await["total"],
+        0
+    );
+    let member = get(&app, "/businesses/1/staffs/789").await;
+    assert_eq!(member["first_name"], "Ada");
+    assert_eq!(member["location_ids"], json!([10, 11]));
+    assert_eq!(member["assigned_open_conversations"], 0);
+
+    let clients = get(&app, "/businesses/1/clients?page_size=1").await;
+    assert_eq!(
+        (clients["total"].as_u64(), clients["total_pages"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(clients["items"][0]["id"], 5);
+    assert_eq!(
+        get(&app, "/businesses/1/clients?page=2&page_size=1").await["items"][0]["id"],
+        6
+    );
+    for (query, id) in [
+        ("q=hopper", 5),
+        ("q=%2B14155550124", 6),
+        ("q=GRACE%40", 5),
+        ("client_type=prospect", 6),
+        ("location_id=10", 5),
+    ] {
+        let found = get(&app, &format!("/businesses/1/clients?{query}")).await;
+        assert_eq!(found["total"], 1, "{query}: {found}");
+        assert_eq!(found["items"][0]["id"], id, "{query}");
+    }
+    assert_eq!(
+        get(&app, "/businesses/1/clients?q=%25").await["total"],
+        0,
+        "LIKE wildcards are literal"
+    );
+
+    // Details after some messages.
+    let body = json!({"category": "conversation", "location_id": 10, "messages": [
+        {"client_id": 5, "to_number": "+14155550123", "message": "a", "status": "sent"},
+        {"client_id": 5, "to_number": "+14155550123", "message": "b", "status": "sent"}]});
+    let ok: Value = app
+        .post("/businesses/1/sms/record", Some(PLATFORM_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.request_messages(1, ok["request_id"].as_str().unwrap(), 2)
+        .await;
+    let c = get(&app, "/businesses/1/clients/5").await;
+    assert_eq!(c["first_name"], "Grace");
+    assert_eq!(c["consent"]["sms"]["opted_in"], true);
+    assert_eq!(c["consent"]["email"]["opt_out_reason"], Value::Null);
+    assert_eq!(c["message_counts"], json!([{"channel": "sms", "count": 2}]));
+    assert_eq!(c["conversations"].as_array().unwrap().len(), 1);
+    assert_eq!(c["conversations"][0]["location_id"], 10);
+    assert_eq!(c["conversations"][0]["status"], "open");
+    assert!(c["last_contact_at"].is_string());
+    let alan = get(&app, "/businesses/1/clients/6").await;
+    assert_eq!(alan["consent"]["email"]["opted_in"], false);
+    assert_eq!(alan["message_counts"], json!([]));
+
+    // Scoped to the business; 404s; bad parameters.
+    let key2 = app.business_key(2).await;
+    assert_eq!(
+        app.get("/businesses/1/clients/5", Some(&key2))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.get("/businesses/2/clients/5", Some(&key2))
+            .await
+            .status(),
+        200,
+        "business 2 has its own client 5"
+    );
+    assert_eq!(
+        app.get("/businesses/1/clients/999", Some(PLATFORM_KEY))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.get("/businesses/1/staffs/999", Some(PLATFORM_KEY))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.get("/businesses/9/locations", Some(PLATFORM_KEY))
+            .await
+            .status(),
+        404
+    );
+    for bad in [
+        "/businesses/1/clients?page=0",
+        "/businesses/1/clients?page_size=101",
+        "/businesses/1/clients?client_type=vip",
+        "/businesses/1/staffs/x",
+    ] {
+        assert_eq!(
+            app.get(bad, Some(PLATFORM_KEY)).await.status(),
+            422,
+            "{bad}"
+        );
+    }
+    // A staff session reads its own business's directory.
+    let session: Value = app
+        .post(
+            "/auth/token",
+            Some(PLATFORM_KEY),
+            &json!({"business_id": 1, "staff_id": 789}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = session["access_token"].as_str().unwrap();
+    let resp = app
+        .http
+        .get(app.url("/businesses/1/clients"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+both_deployments!(directory, directory_reads);

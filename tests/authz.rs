@@ -34,6 +34,7 @@ fn body_for(path: &str) -> Value {
         "/auth/token" | "/session/expire" => json!({"business_id": 1, "staff_id": 789}),
         p if p.contains("/dead/") => json!({"dry_run": true}),
         p if p.ends_with("/api-keys") => json!({"name": "integration"}),
+        p if p.ends_with("/conversations") => json!({"client_id": 5, "location_id": 10}),
         p if p.ends_with("/status") => json!({"updates": [{"message_id": 1, "status": "sent"}]}),
         _ => json!({}),
     }

@@ -160,3 +160,112 @@ async fn directory_reads(d: Deployment) {
     assert_eq!(resp.status(), 200);
 }
 both_deployments!(directory, directory_reads);
+
+async fn conversations_open_once_and_list_messages(d: Deployment) {
+    let app = TestApp::spawn(d).await;
+    app.onboard(1).await;
+    app.onboard(2).await;
+    // Twenty concurrent calls for one client and location: one conversation, one 201.
+    let open = json!({"client_id": 6, "location_id": 11});
+    let calls = (0..20).map(|_| app.post("/businesses/1/conversations", Some(PLATFORM_KEY), &open));
+    let responses = futures::future::join_all(calls).await;
+    let mut created = 0;
+    let mut ids = std::collections::HashSet::new();
+    for r in responses {
+        let status = r.status().as_u16();
+        assert!(status == 200 || status == 201, "{status}");
+        created += (status == 201) as usize;
+        let v: Value = r.json().await.unwrap();
+        ids.insert(v["id"].as_i64().unwrap());
+        assert_eq!(v["location_id"], 11);
+    }
+    assert_eq!((created, ids.len()), (1, 1));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM conversations WHERE client_id = 6")
+            .await,
+        1
+    );
+    let id = *ids.iter().next().unwrap();
+    for (body, status) in [
+        (json!({"client_id": 999}), 404),
+        (json!({"client_id": 6, "location_id": 77}), 404),
+        (json!({"client_id": "x"}), 422),
+        (json!({}), 422),
+    ] {
+        assert_eq!(
+            app.post("/businesses/1/conversations", Some(PLATFORM_KEY), &body)
+                .await
+                .status(),
+            status,
+            "{body}"
+        );
+    }
+
+    // Its timeline, newest first, filtered.
+    let body = json!({"category": "conversation", "location_id": 11, "messages": [
+        {"client_id": 6, "to_number": "+14155550124", "message": "first", "status": "sent"},
+        {"client_id": 6, "to_number": "+14155550124", "message": "second", "status": "failed"}]});
+    let ok: Value = app
+        .post("/businesses/1/sms/record", Some(PLATFORM_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.request_messages(1, ok["request_id"].as_str().unwrap(), 2)
+        .await;
+    let page = get(
+        &app,
+        &format!("/businesses/1/conversations/{id}/messages?include=events"),
+    )
+    .await;
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["items"][0]["conversation_id"], id);
+    assert!(page["items"][0]["events"].is_array());
+    assert_eq!(
+        get(
+            &app,
+            &format!("/businesses/1/conversations/{id}/messages?filter=failed")
+        )
+        .await["items"][0]["body"],
+        "second"
+    );
+    assert_eq!(
+        get(
+            &app,
+            &format!("/businesses/1/conversations/{id}/messages?filter=email")
+        )
+        .await["total"],
+        0
+    );
+    assert_eq!(
+        get(
+            &app,
+            &format!("/businesses/1/conversations/{id}/messages?page_size=1&page=2")
+        )
+        .await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.get(
+            &format!("/businesses/2/conversations/{id}/messages"),
+            Some(PLATFORM_KEY)
+        )
+        .await
+        .status(),
+        404,
+        "another business's conversation"
+    );
+    assert_eq!(
+        app.get(
+            &format!("/businesses/1/conversations/{id}/messages?filter=junk"),
+            Some(PLATFORM_KEY)
+        )
+        .await
+        .status(),
+        422
+    );
+}
+both_deployments!(conversations, conversations_open_once_and_list_messages);

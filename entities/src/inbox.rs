@@ -121,6 +121,19 @@ pub async fn find_or_create_conversation(
     client_id: i64,
     at: DateTime<Utc>,
 ) -> Result<conversation::Model> {
+    Ok(conversation_of(db, business_id, location_id, client_id, at)
+        .await?
+        .0)
+}
+
+/// The conversation, and whether this call created it.
+async fn conversation_of(
+    db: &impl ConnectionTrait,
+    business_id: i64,
+    location_id: Option<i64>,
+    client_id: i64,
+    at: DateTime<Utc>,
+) -> Result<(conversation::Model, bool)> {
     let location_key = location_id.unwrap_or(0);
     let find = || {
         conversation::Entity::find()
@@ -129,10 +142,10 @@ pub async fn find_or_create_conversation(
             .filter(conversation::Column::ClientId.eq(client_id))
     };
     if let Some(found) = find().one(db).await? {
-        return Ok(found);
+        return Ok((found, false));
     }
     let now = Utc::now();
-    conversation::Entity::insert(conversation::ActiveModel {
+    let inserted = conversation::Entity::insert(conversation::ActiveModel {
         business_id: Set(business_id),
         location_key: Set(location_key),
         client_id: Set(client_id),
@@ -157,10 +170,12 @@ pub async fn find_or_create_conversation(
     )
     .exec_without_returning(db)
     .await?;
-    find()
+    let created = inserted > 0;
+    let found = find()
         .one(db)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("conversation of client {client_id}")))
+        .ok_or_else(|| Error::NotFound(format!("conversation of client {client_id}")))?;
+    Ok((found, created))
 }
 
 /// Moves a conversation's last activity forward to a new message; an inbound message also
@@ -228,4 +243,72 @@ pub async fn message_events(
         .order_by_asc(message_event::Column::Id)
         .all(db)
         .await?)
+}
+
+/// Creates the conversation of a client at a location, or finds it; true when created.
+/// Race-safe: concurrent calls yield one conversation.
+pub async fn open_conversation(
+    db: &impl ConnectionTrait,
+    business_id: i64,
+    client_id: i64,
+    location_id: Option<i64>,
+) -> Result<(conversation::Model, bool)> {
+    if client::Entity::find_by_id((business_id, client_id))
+        .one(db)
+        .await?
+        .is_none()
+    {
+        return Err(Error::NotFound(format!("client {client_id}")));
+    }
+    if let Some(l) = location_id
+        && crate::location::Entity::find_by_id((business_id, l))
+            .one(db)
+            .await?
+            .is_none()
+    {
+        return Err(Error::NotFound(format!("location {l}")));
+    }
+    conversation_of(db, business_id, location_id, client_id, Utc::now()).await
+}
+
+/// A page of a conversation's timeline, newest first.
+pub async fn conversation_messages(
+    db: &impl ConnectionTrait,
+    business_id: i64,
+    conversation_id: i64,
+    filter: crate::types::MessageFilterType,
+    page: u64,
+    page_size: u64,
+) -> Result<Option<(Vec<message::Model>, u64)>> {
+    use crate::types::MessageFilterType as F;
+    use sea_orm::PaginatorTrait;
+    let exists = conversation::Entity::find()
+        .filter(conversation::Column::BusinessId.eq(business_id))
+        .filter(conversation::Column::Id.eq(conversation_id))
+        .one(db)
+        .await?
+        .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    let mut q = message::Entity::find()
+        .filter(message::Column::BusinessId.eq(business_id))
+        .filter(message::Column::ConversationId.eq(conversation_id));
+    q = match filter {
+        F::All => q,
+        F::Unread => q.filter(message::Column::IsRead.eq(false)),
+        F::Sms => q.filter(message::Column::Channel.eq("sms")),
+        F::Email => q.filter(message::Column::Channel.eq("email")),
+        F::Voice => q.filter(message::Column::Channel.eq("voice")),
+        F::Notes => q.filter(message::Column::Channel.eq("note")),
+        F::Failed => q.filter(message::Column::Status.eq("failed")),
+        F::Inbound => q.filter(message::Column::Direction.eq("inbound")),
+        F::Outbound => q.filter(message::Column::Direction.eq("outbound")),
+    };
+    let paginator = q
+        .order_by_desc(message::Column::CreatedAt)
+        .order_by_desc(message::Column::Id)
+        .paginate(db, page_size);
+    let total = paginator.num_items().await?;
+    Ok(Some((paginator.fetch_page(page - 1).await?, total)))
 }

@@ -85,3 +85,11 @@ impl MessageStatus {
         }
     }
 }
+
+string_enum!(
+    /// Which messages of a conversation's timeline to show.
+    MessageFilterType {
+        All => "all", Unread => "unread", Sms => "sms", Email => "email", Voice => "voice",
+        Notes => "notes", Failed => "failed", Inbound => "inbound", Outbound => "outbound",
+    }
+);

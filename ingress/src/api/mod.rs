@@ -2,6 +2,7 @@
 //! a function; the work lives in `entities` and the queue.
 pub mod admin;
 pub mod business;
+pub mod conversations;
 pub mod directory;
 pub mod health;
 mod idempotency;
@@ -64,6 +65,7 @@ pub type Apis = (
     send::SendApi,
     retry::RetryApi,
     directory::DirectoryApi,
+    conversations::ConversationsApi,
 );
 
 pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, ()> {
@@ -105,7 +107,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
             retry::RetryApi {
                 state: state.clone(),
             },
-            directory::DirectoryApi { state },
+            directory::DirectoryApi {
+                state: state.clone(),
+            },
+            conversations::ConversationsApi { state },
         ),
         "omega",
         env!("CARGO_PKG_VERSION"),

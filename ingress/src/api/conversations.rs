@@ -1,0 +1,185 @@
+//! Conversations of the inbox: create-or-retrieve, and a conversation's timeline.
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use entities::inbox;
+use entities::types::{ClientConversationStatus, MessageFilterType};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Deserialize;
+
+use super::ApiTags;
+use super::messages::MessageInclude;
+use super::schemas::MessageItem;
+use crate::auth::{Auth, require_business_access};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::validate::{Checker, ValidJson, Validate};
+
+#[derive(Debug, Object, Deserialize)]
+pub struct ConversationCreateRequest {
+    pub client_id: i64,
+    #[serde(default)]
+    pub location_id: Option<i64>,
+}
+
+impl Validate for ConversationCreateRequest {
+    fn validate(&mut self, c: &mut Checker) {
+        c.positive("client_id", self.client_id);
+        if let Some(l) = self.location_id {
+            c.positive("location_id", l);
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct ConversationResponse {
+    pub id: i64,
+    pub client_id: i64,
+    pub location_id: Option<i64>,
+    pub status: ClientConversationStatus,
+    pub assigned_staff_id: Option<i64>,
+    pub unread_count: i32,
+    pub last_activity_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(ApiResponse)]
+pub enum ConversationOpened {
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<ConversationResponse>),
+    /// It existed.
+    #[oai(status = 200)]
+    Existing(Json<ConversationResponse>),
+}
+
+#[derive(Debug, Object)]
+pub struct PaginatedMessages {
+    pub items: Vec<MessageItem>,
+    pub page: u64,
+    pub page_size: u64,
+    pub total: u64,
+    pub total_pages: u64,
+}
+
+fn first_page() -> u64 {
+    1
+}
+
+fn default_page_size() -> u64 {
+    20
+}
+
+pub struct ConversationsApi {
+    pub state: Arc<AppState>,
+}
+
+#[OpenApi]
+impl ConversationsApi {
+    /// Create or retrieve a conversation
+    ///
+    /// The one conversation of a client at a location: 201 when created, 200 when it existed;
+    /// concurrent calls never make two.
+    #[oai(
+        path = "/businesses/:business_id/conversations",
+        method = "post",
+        tag = "ApiTags::Businesses"
+    )]
+    async fn open(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        body: ValidJson<ConversationCreateRequest>,
+    ) -> Result<ConversationOpened, ApiError> {
+        require_business_access(auth.principal(), business_id.0)?;
+        self.state.require_business_exists(business_id.0).await?;
+        let req = body.value;
+        let (c, created) = inbox::open_conversation(
+            &self.state.db,
+            business_id.0,
+            req.client_id,
+            req.location_id,
+        )
+        .await?;
+        let response = ConversationResponse {
+            id: c.id,
+            client_id: c.client_id,
+            location_id: (c.location_key != 0).then_some(c.location_key),
+            status: c
+                .status
+                .parse()
+                .map_err(|e| ApiError::internal("stored conversation unreadable", e))?,
+            assigned_staff_id: c.assigned_staff_id,
+            unread_count: c.unread_count,
+            last_activity_at: c.last_activity_at,
+            created_at: c.created_at,
+        };
+        Ok(if created {
+            ConversationOpened::Created(Json(response))
+        } else {
+            ConversationOpened::Existing(Json(response))
+        })
+    }
+
+    /// A conversation's messages
+    ///
+    /// Newest first; notes are in the timeline with `channel: "note"`. `include=events` adds
+    /// each message's status history.
+    #[oai(
+        path = "/businesses/:business_id/conversations/:conversation_id/messages",
+        method = "get",
+        tag = "ApiTags::Businesses"
+    )]
+    #[allow(clippy::too_many_arguments)] // poem-openapi takes one argument per query parameter
+    async fn messages(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        conversation_id: Path<i64>,
+        filter: Query<Option<MessageFilterType>>,
+        include: Query<Option<MessageInclude>>,
+        #[oai(default = "first_page", validator(minimum(value = "1")))] page: Query<u64>,
+        #[oai(
+            default = "default_page_size",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        page_size: Query<u64>,
+    ) -> Result<Json<PaginatedMessages>, ApiError> {
+        require_business_access(auth.principal(), business_id.0)?;
+        self.state.require_business_exists(business_id.0).await?;
+        let db = &self.state.db;
+        let filter = filter.0.unwrap_or(MessageFilterType::All);
+        let (rows, total) = inbox::conversation_messages(
+            db,
+            business_id.0,
+            conversation_id.0,
+            filter,
+            page.0,
+            page_size.0,
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("Conversation {} not found", conversation_id.0))
+        })?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            let events = match include.0 {
+                Some(MessageInclude::Events) => Some(inbox::message_events(db, row.id).await?),
+                None => None,
+            };
+            items.push(
+                MessageItem::from_model(row, events)
+                    .map_err(|e| ApiError::internal("stored message unreadable", e))?,
+            );
+        }
+        Ok(Json(PaginatedMessages {
+            items,
+            page: page.0,
+            page_size: page_size.0,
+            total,
+            total_pages: total.div_ceil(page_size.0),
+        }))
+    }
+}

@@ -269,3 +269,187 @@ async fn conversations_open_once_and_list_messages(d: Deployment) {
     );
 }
 both_deployments!(conversations, conversations_open_once_and_list_messages);
+
+async fn notes_assignment_and_status(d: Deployment) {
+    let app = TestApp::spawn(d).await;
+    app.onboard(1).await;
+    let opened: Value = app
+        .post(
+            "/businesses/1/conversations",
+            Some(PLATFORM_KEY),
+            &json!({"client_id": 5, "location_id": 10}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = opened["id"].as_i64().unwrap();
+    let base = format!("/businesses/1/conversations/{id}");
+
+    let resp = app
+        .post(
+            &format!("{base}/notes"),
+            Some(PLATFORM_KEY),
+            &json!({"staff_id": 789, "note": "Prefers mornings"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let note: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (note["channel"].as_str(), note["body"].as_str()),
+        (Some("note"), Some("Prefers mornings"))
+    );
+    let notes = get(&app, &format!("{base}/messages?filter=notes")).await;
+    assert_eq!(notes["total"], 1);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT CAST(unread_count AS BIGINT) FROM conversations WHERE id = {id}"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        app.post(
+            &format!("{base}/notes"),
+            Some(PLATFORM_KEY),
+            &json!({"staff_id": 4242, "note": "x"})
+        )
+        .await
+        .status(),
+        422
+    );
+    assert_eq!(
+        app.post(
+            &format!("{base}/notes"),
+            Some(PLATFORM_KEY),
+            &json!({"staff_id": 789, "note": "  "})
+        )
+        .await
+        .status(),
+        422
+    );
+
+    // Assignment: to a staff member of the business only; then unassigned.
+    let ok = app
+        .post(
+            &format!("{base}/assign"),
+            Some(PLATFORM_KEY),
+            &json!({"staff_id": 789, "assigned_by": 789}),
+        )
+        .await;
+    assert_eq!(
+        ok.json::<Value>().await.unwrap(),
+        json!({"success": true, "updated": 1})
+    );
+    assert_eq!(
+        get(&app, "/businesses/1/staffs/789").await["assigned_open_conversations"],
+        1
+    );
+    let bad = app
+        .post(
+            &format!("{base}/assign"),
+            Some(PLATFORM_KEY),
+            &json!({"staff_id": 4242}),
+        )
+        .await;
+    assert_eq!(bad.status(), 422);
+    assert_eq!(
+        bad.json::<Value>().await.unwrap()["detail"][0]["loc"],
+        json!(["body", "staff_id"])
+    );
+    assert_eq!(
+        app.post(
+            &format!("{base}/assign"),
+            Some(PLATFORM_KEY),
+            &json!({"staff_id": null})
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        get(&app, "/businesses/1/staffs/789").await["assigned_open_conversations"],
+        0
+    );
+
+    // Status: resolved; an inbound message reopens it; snoozing needs a time.
+    assert_eq!(
+        app.post(
+            &format!("{base}/status"),
+            Some(PLATFORM_KEY),
+            &json!({"status": "resolved"})
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        get(&app, "/businesses/1/clients/5").await["conversations"][0]["status"],
+        "resolved"
+    );
+    let inbound = json!({"category": "conversation", "direction": "inbound", "location_id": 10, "messages": [
+        {"client_id": 5, "to_number": "+14155550100", "from_number": "+14155550123", "message": "one more thing", "status": "received"}]});
+    let rec: Value = app
+        .post("/businesses/1/sms/record", Some(PLATFORM_KEY), &inbound)
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.request_messages(1, rec["request_id"].as_str().unwrap(), 1)
+        .await;
+    assert_eq!(
+        get(&app, "/businesses/1/clients/5").await["conversations"][0]["status"],
+        "open"
+    );
+    assert_eq!(
+        app.post(
+            &format!("{base}/status"),
+            Some(PLATFORM_KEY),
+            &json!({"status": "snoozed"})
+        )
+        .await
+        .status(),
+        422
+    );
+    assert_eq!(
+        app.post(
+            &format!("{base}/status"),
+            Some(PLATFORM_KEY),
+            &json!({"status": "asleep"})
+        )
+        .await
+        .status(),
+        422
+    );
+    assert_eq!(
+        app.post(
+            "/businesses/1/conversations/999999/status",
+            Some(PLATFORM_KEY),
+            &json!({"status": "open"})
+        )
+        .await
+        .status(),
+        404
+    );
+    // Who did what, in order.
+    let events = entities::inbox::conversation_events(&app.db, id)
+        .await
+        .unwrap();
+    let kinds: Vec<(String, Option<String>, Option<String>)> = events
+        .into_iter()
+        .map(|e| (e.kind, e.from_value, e.to_value))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("assigned".into(), None, Some("789".into())),
+            ("assigned".into(), Some("789".into()), None),
+            (
+                "status".into(),
+                Some("open".into()),
+                Some("resolved".into())
+            ),
+        ]
+    );
+}
+both_deployments!(inbox_commands, notes_assignment_and_status);

@@ -312,3 +312,192 @@ pub async fn conversation_messages(
     let total = paginator.num_items().await?;
     Ok(Some((paginator.fetch_page(page - 1).await?, total)))
 }
+
+/// The conversation, if it belongs to the business.
+pub async fn conversation_in(
+    db: &impl ConnectionTrait,
+    business_id: i64,
+    conversation_id: i64,
+) -> Result<conversation::Model> {
+    conversation::Entity::find()
+        .filter(conversation::Column::BusinessId.eq(business_id))
+        .filter(conversation::Column::Id.eq(conversation_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("conversation {conversation_id}")))
+}
+
+async fn record_conversation_event(
+    db: &impl ConnectionTrait,
+    c: &conversation::Model,
+    kind: &str,
+    actor: Option<i64>,
+    from: Option<String>,
+    to: Option<String>,
+) -> Result<()> {
+    crate::conversation_event::Entity::insert(crate::conversation_event::ActiveModel {
+        id: sea_orm::ActiveValue::NotSet,
+        conversation_id: Set(c.id),
+        business_id: Set(c.business_id),
+        kind: Set(kind.into()),
+        actor_staff_id: Set(actor),
+        from_value: Set(from),
+        to_value: Set(to),
+        created_at: Set(Utc::now()),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// An internal note in the timeline (`channel: note`): never sent, never unread.
+pub async fn add_note(
+    db: &sea_orm::DatabaseConnection,
+    business_id: i64,
+    conversation_id: i64,
+    staff_id: i64,
+    note: &str,
+) -> Result<message::Model> {
+    use crate::types::{Direction, MessageStatus, UserType};
+    let txn = crate::db::begin_write(db).await?;
+    let c = conversation_in(&txn, business_id, conversation_id).await?;
+    if crate::staff::Entity::find_by_id((business_id, staff_id))
+        .one(&txn)
+        .await?
+        .is_none()
+    {
+        return Err(Error::Invalid(format!(
+            "staff member {staff_id} is not of this business"
+        )));
+    }
+    let now = Utc::now();
+    let row = message::ActiveModel {
+        id: sea_orm::ActiveValue::NotSet,
+        business_id: Set(business_id),
+        conversation_id: Set(c.id),
+        client_id: Set(c.client_id),
+        location_id: Set((c.location_key != 0).then_some(c.location_key)),
+        channel: Set(Channel::Note.as_str().into()),
+        direction: Set(Direction::Outbound.as_str().into()),
+        category: Set(None),
+        notification_type: Set(None),
+        sender_type: Set(UserType::Staff.as_str().into()),
+        sent_by: Set(Some(staff_id)),
+        staff_id: Set(Some(staff_id)),
+        provider: Set(None),
+        provider_message_id: Set(None),
+        external_id: Set(None),
+        request_id: Set(None),
+        request_index: Set(None),
+        subject: Set(None),
+        body: Set(note.to_owned()),
+        from_addr: Set(None),
+        to_addr: Set(None),
+        cc: Set(serde_json::json!([])),
+        bcc: Set(serde_json::json!([])),
+        attachments: Set(serde_json::json!([])),
+        status: Set(MessageStatus::Sent.as_str().into()),
+        error_code: Set(None),
+        error_message: Set(None),
+        is_read: Set(true),
+        metadata: Set(serde_json::json!({})),
+        sent_at: Set(Some(now)),
+        delivered_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    let inserted = message::Entity::insert(row)
+        .exec_with_returning(&txn)
+        .await?;
+    touch_conversation(&txn, c.id, inserted.id, now, false).await?;
+    txn.commit().await?;
+    Ok(inserted)
+}
+
+/// Assigns a conversation (or unassigns it with None); recorded as a conversation event.
+pub async fn assign(
+    db: &sea_orm::DatabaseConnection,
+    business_id: i64,
+    conversation_id: i64,
+    staff_id: Option<i64>,
+    assigned_by: Option<i64>,
+) -> Result<()> {
+    let txn = crate::db::begin_write(db).await?;
+    let c = conversation_in(&txn, business_id, conversation_id).await?;
+    if let Some(s) = staff_id
+        && crate::staff::Entity::find_by_id((business_id, s))
+            .one(&txn)
+            .await?
+            .is_none()
+    {
+        return Err(Error::Invalid(format!(
+            "staff member {s} is not of this business"
+        )));
+    }
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::AssignedStaffId, Expr::value(staff_id))
+        .col_expr(conversation::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(conversation::Column::Id.eq(c.id))
+        .exec(&txn)
+        .await?;
+    let from = c.assigned_staff_id.map(|s| s.to_string());
+    record_conversation_event(
+        &txn,
+        &c,
+        "assigned",
+        assigned_by,
+        from,
+        staff_id.map(|s| s.to_string()),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Sets a conversation's status (snoozed until a time, or not); recorded as an event.
+pub async fn set_status(
+    db: &sea_orm::DatabaseConnection,
+    business_id: i64,
+    conversation_id: i64,
+    status: ClientConversationStatus,
+    snoozed_until: Option<DateTime<Utc>>,
+    actor: Option<i64>,
+) -> Result<()> {
+    let txn = crate::db::begin_write(db).await?;
+    let c = conversation_in(&txn, business_id, conversation_id).await?;
+    let until = if status == ClientConversationStatus::Snoozed {
+        snoozed_until
+    } else {
+        None
+    };
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::Status, Expr::value(status.as_str()))
+        .col_expr(conversation::Column::SnoozedUntil, Expr::value(until))
+        .col_expr(conversation::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(conversation::Column::Id.eq(c.id))
+        .exec(&txn)
+        .await?;
+    record_conversation_event(
+        &txn,
+        &c,
+        "status",
+        actor,
+        Some(c.status.clone()),
+        Some(status.as_str().into()),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// A conversation's events, oldest first.
+pub async fn conversation_events(
+    db: &impl ConnectionTrait,
+    conversation_id: i64,
+) -> Result<Vec<crate::conversation_event::Model>> {
+    Ok(crate::conversation_event::Entity::find()
+        .filter(crate::conversation_event::Column::ConversationId.eq(conversation_id))
+        .order_by_asc(crate::conversation_event::Column::Id)
+        .all(db)
+        .await?)
+}

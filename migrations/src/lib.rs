@@ -3,6 +3,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_foundation;
 mod m0002_provider_credentials;
+mod m0003_conversation_events;
 
 pub struct Migrator;
 
@@ -12,6 +13,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_foundation::Migration),
             Box::new(m0002_provider_credentials::Migration),
+            Box::new(m0003_conversation_events::Migration),
         ]
     }
 }

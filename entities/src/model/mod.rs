@@ -3,6 +3,7 @@ pub mod api_key;
 pub mod business;
 pub mod client;
 pub mod conversation;
+pub mod conversation_event;
 pub mod idempotency_record;
 pub mod location;
 pub mod message;

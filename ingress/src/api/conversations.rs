@@ -72,6 +72,57 @@ fn default_page_size() -> u64 {
     20
 }
 
+/// An internal note: in the timeline, never sent to the client.
+#[derive(Debug, Object, Deserialize)]
+pub struct NoteRequest {
+    pub staff_id: i64,
+    /// 1 to 10,000 characters.
+    pub note: String,
+}
+
+impl Validate for NoteRequest {
+    fn validate(&mut self, c: &mut Checker) {
+        c.positive("staff_id", self.staff_id);
+        c.length("note", self.note.trim(), 1, 10_000);
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum NoteCreated {
+    #[oai(status = 201)]
+    Created(Json<MessageItem>),
+}
+
+/// `staff_id: null` unassigns.
+#[derive(Debug, Object, Deserialize)]
+pub struct AssignRequest {
+    pub staff_id: Option<i64>,
+    #[serde(default)]
+    pub assigned_by: Option<i64>,
+}
+
+impl Validate for AssignRequest {
+    fn validate(&mut self, _c: &mut Checker) {}
+}
+
+#[derive(Debug, Object, Deserialize)]
+pub struct ConversationStatusRequest {
+    pub status: ClientConversationStatus,
+    /// For `snoozed`: until when.
+    #[serde(default)]
+    pub snoozed_until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub staff_id: Option<i64>,
+}
+
+impl Validate for ConversationStatusRequest {
+    fn validate(&mut self, c: &mut Checker) {
+        if self.status == ClientConversationStatus::Snoozed && self.snoozed_until.is_none() {
+            c.fail("snoozed_until", "field required when snoozing", "missing");
+        }
+    }
+}
+
 pub struct ConversationsApi {
     pub state: Arc<AppState>,
 }
@@ -121,6 +172,111 @@ impl ConversationsApi {
         } else {
             ConversationOpened::Existing(Json(response))
         })
+    }
+
+    /// Add internal note
+    ///
+    /// A timeline entry (`channel: "note"`) by a staff member of the business; never sent to
+    /// the client and never counted unread.
+    #[oai(
+        path = "/businesses/:business_id/conversations/:conversation_id/notes",
+        method = "post",
+        tag = "ApiTags::Businesses"
+    )]
+    async fn note(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        conversation_id: Path<i64>,
+        body: ValidJson<NoteRequest>,
+    ) -> Result<NoteCreated, ApiError> {
+        require_business_access(auth.principal(), business_id.0)?;
+        self.state.require_business_exists(business_id.0).await?;
+        let req = body.value;
+        let row = inbox::add_note(
+            &self.state.db,
+            business_id.0,
+            conversation_id.0,
+            req.staff_id,
+            req.note.trim(),
+        )
+        .await
+        .map_err(|e| invalid_at_body(e, "staff_id"))?;
+        let item = MessageItem::from_model(row, None)
+            .map_err(|e| ApiError::internal("stored note unreadable", e))?;
+        Ok(NoteCreated::Created(Json(item)))
+    }
+
+    /// Assign a conversation
+    ///
+    /// To a staff member of the business (else 422), or nobody (`staff_id: null`); recorded as
+    /// a conversation event.
+    #[oai(
+        path = "/businesses/:business_id/conversations/:conversation_id/assign",
+        method = "post",
+        tag = "ApiTags::Businesses"
+    )]
+    async fn assign(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        conversation_id: Path<i64>,
+        body: ValidJson<AssignRequest>,
+    ) -> Result<Json<super::status::UpdateSuccessResponse>, ApiError> {
+        require_business_access(auth.principal(), business_id.0)?;
+        self.state.require_business_exists(business_id.0).await?;
+        let req = body.value;
+        inbox::assign(
+            &self.state.db,
+            business_id.0,
+            conversation_id.0,
+            req.staff_id,
+            req.assigned_by,
+        )
+        .await
+        .map_err(|e| invalid_at_body(e, "staff_id"))?;
+        Ok(Json(super::status::UpdateSuccessResponse {
+            success: true,
+            updated: 1,
+        }))
+    }
+
+    /// Set a conversation's status
+    ///
+    /// open, pending, resolved or snoozed (with `snoozed_until`); recorded as a conversation
+    /// event. An inbound message reopens a resolved or snoozed conversation.
+    #[oai(
+        path = "/businesses/:business_id/conversations/:conversation_id/status",
+        method = "post",
+        tag = "ApiTags::Businesses"
+    )]
+    async fn status(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        conversation_id: Path<i64>,
+        body: ValidJson<ConversationStatusRequest>,
+    ) -> Result<Json<super::status::UpdateSuccessResponse>, ApiError> {
+        require_business_access(auth.principal(), business_id.0)?;
+        self.state.require_business_exists(business_id.0).await?;
+        let req = body.value;
+        let actor = req.staff_id.or(match auth.principal() {
+            crate::auth::Principal::Staff { staff_id, .. } => Some(*staff_id),
+            _ => None,
+        });
+        inbox::set_status(
+            &self.state.db,
+            business_id.0,
+            conversation_id.0,
+            req.status,
+            req.snoozed_until,
+            actor,
+        )
+        .await?;
+        Ok(Json(super::status::UpdateSuccessResponse {
+            success: true,
+            updated: 1,
+        }))
     }
 
     /// A conversation's messages
@@ -181,5 +337,13 @@ impl ConversationsApi {
             total,
             total_pages: total.div_ceil(page_size.0),
         }))
+    }
+}
+
+/// A request naming a staff member of another business is a validation error at that field.
+fn invalid_at_body(e: entities::Error, field: &str) -> ApiError {
+    match e {
+        entities::Error::Invalid(msg) => ApiError::invalid_at(&["body", field], msg, "value_error"),
+        other => other.into(),
     }
 }

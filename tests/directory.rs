@@ -453,3 +453,131 @@ async fn notes_assignment_and_status(d: Deployment) {
     );
 }
 both_deployments!(inbox_commands, notes_assignment_and_status);
+
+async fn conversation_list_filters_combine(d: Deployment) {
+    let app = TestApp::spawn(d).await;
+    app.onboard(1).await;
+    let record = |path: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            let ok: Value = app
+                .post(path, Some(PLATFORM_KEY), &body)
+                .await
+                .json()
+                .await
+                .unwrap();
+            app.request_messages(1, ok["request_id"].as_str().unwrap(), 1)
+                .await;
+        }
+    };
+    record("/businesses/1/email/record", json!({"category": "conversation", "location_id": 11,
+        "messages": [{"client_id": 6, "to_email": "alan@example.com", "subject": "s", "message": "hello Alan", "status": "sent"}]})).await;
+    record("/businesses/1/sms/record", json!({"category": "conversation", "direction": "inbound", "location_id": 10,
+        "messages": [{"client_id": 5, "to_number": "+14155550100", "from_number": "+14155550123", "message": "Can I come at 4?", "status": "received"}]})).await;
+    let list = get(&app, "/businesses/1/conversations").await;
+    assert_eq!(list["total"], 2);
+    assert_eq!(list["items"][0]["client"]["id"], 5, "newest activity first");
+    assert_eq!(
+        list["items"][0]["last_message"]["preview"],
+        "Can I come at 4?"
+    );
+    assert_eq!(list["items"][0]["unread_count"], 1);
+    let alan = list["items"][1]["id"].as_i64().unwrap();
+    assert_eq!(
+        app.post(
+            &format!("/businesses/1/conversations/{alan}/assign"),
+            Some(PLATFORM_KEY),
+            &json!({"staff_id": 789})
+        )
+        .await
+        .status(),
+        200
+    );
+
+    let only = |query: &'static str| {
+        let app = &app;
+        async move {
+            let v = get(app, &format!("/businesses/1/conversations?{query}")).await;
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["client"]["id"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(only("status=open").await, [5, 6]);
+    assert_eq!(only("status=resolved").await, Vec::<i64>::new());
+    assert_eq!(only("assignment=unassigned").await, [5]);
+    assert_eq!(only("assignment=assigned").await, [6]);
+    assert_eq!(only("assignment=mine&staff_id=789").await, [6]);
+    assert_eq!(only("location_id=11").await, [6]);
+    assert_eq!(only("channel=email").await, [6]);
+    assert_eq!(only("channel=sms").await, [5]);
+    assert_eq!(only("unread_only=true").await, [5]);
+    assert_eq!(only("q=turing").await, [6]);
+    assert_eq!(only("q=%2B14155550123").await, [5]);
+    assert_eq!(
+        only("status=open&assignment=unassigned&channel=sms&unread_only=true").await,
+        [5]
+    );
+    assert_eq!(
+        only("status=open&assignment=assigned&channel=sms").await,
+        Vec::<i64>::new()
+    );
+    // Stable paging: two pages of one cover the list once.
+    let mut paged = only("page_size=1&page=1").await;
+    paged.extend(only("page_size=1&page=2").await);
+    assert_eq!(paged, [5, 6]);
+    // `mine` needs someone; a staff session is someone.
+    assert_eq!(
+        app.get(
+            "/businesses/1/conversations?assignment=mine",
+            Some(PLATFORM_KEY)
+        )
+        .await
+        .status(),
+        422
+    );
+    let session: Value = app
+        .post(
+            "/auth/token",
+            Some(PLATFORM_KEY),
+            &json!({"business_id": 1, "staff_id": 789}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mine: Value = app
+        .http
+        .get(app.url("/businesses/1/conversations?assignment=mine"))
+        .bearer_auth(session["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["items"][0]["client"]["id"], 6);
+    assert_eq!(mine["total"], 1);
+    for bad in [
+        "status=gone",
+        "assignment=everyone",
+        "channel=fax",
+        "unread_only=maybe",
+        "page_size=500",
+    ] {
+        assert_eq!(
+            app.get(
+                &format!("/businesses/1/conversations?{bad}"),
+                Some(PLATFORM_KEY)
+            )
+            .await
+            .status(),
+            422,
+            "{bad}"
+        );
+    }
+}
+both_deployments!(conversation_list, conversation_list_filters_combine);

@@ -193,3 +193,112 @@ pub async fn client_details(
         last_contact,
     }))
 }
+
+/// Filters of the conversation list; they combine.
+#[derive(Clone, Debug, Default)]
+pub struct ConversationFilter {
+    pub status: Option<crate::types::ClientConversationStatus>,
+    /// `Some(None)`: unassigned; `Some(Some(id))`: assigned to that staff member.
+    pub assigned_to: Option<Option<i64>>,
+    /// Assigned to anyone.
+    pub assigned_any: bool,
+    pub location_id: Option<i64>,
+    pub channel: Option<crate::types::Channel>,
+    pub unread_only: bool,
+    pub q: Option<String>,
+}
+
+/// A page of conversations, newest activity first (ties by id, so paging is stable), with
+/// their clients and last messages.
+pub async fn conversation_page(
+    db: &impl ConnectionTrait,
+    business_id: i64,
+    f: &ConversationFilter,
+    page: u64,
+    page_size: u64,
+) -> Result<(
+    Vec<(
+        conversation::Model,
+        Option<client::Model>,
+        Option<message::Model>,
+    )>,
+    u64,
+)> {
+    use sea_orm::sea_query::Query;
+    let mut q =
+        conversation::Entity::find().filter(conversation::Column::BusinessId.eq(business_id));
+    if let Some(s) = f.status {
+        q = q.filter(conversation::Column::Status.eq(s.as_str()));
+    }
+    match f.assigned_to {
+        Some(Some(staff)) => q = q.filter(conversation::Column::AssignedStaffId.eq(staff)),
+        Some(None) => q = q.filter(conversation::Column::AssignedStaffId.is_null()),
+        None if f.assigned_any => q = q.filter(conversation::Column::AssignedStaffId.is_not_null()),
+        None => {}
+    }
+    if let Some(l) = f.location_id {
+        q = q.filter(conversation::Column::LocationKey.eq(l));
+    }
+    if f.unread_only {
+        q = q.filter(conversation::Column::UnreadCount.gt(0));
+    }
+    if let Some(ch) = f.channel {
+        q = q.filter(
+            conversation::Column::Id.in_subquery(
+                Query::select()
+                    .column(message::Column::ConversationId)
+                    .from(message::Entity)
+                    .and_where(message::Column::BusinessId.eq(business_id))
+                    .and_where(message::Column::Channel.eq(ch.as_str()))
+                    .to_owned(),
+            ),
+        );
+    }
+    if let Some(text) = f.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        let pattern = like(text);
+        q = q.filter(
+            conversation::Column::ClientId.in_subquery(
+                Query::select()
+                    .column(client::Column::Id)
+                    .from(client::Entity)
+                    .and_where(client::Column::BusinessId.eq(business_id))
+                    .cond_where(
+                        Condition::any()
+                            .add(contains(client::Column::FirstName, &pattern))
+                            .add(contains(client::Column::LastName, &pattern))
+                            .add(contains(client::Column::Email, &pattern))
+                            .add(contains(client::Column::Phone, &pattern)),
+                    )
+                    .to_owned(),
+            ),
+        );
+    }
+    let paginator = q
+        .order_by_desc(conversation::Column::LastActivityAt)
+        .order_by_desc(conversation::Column::Id)
+        .paginate(db, page_size);
+    let total = paginator.num_items().await?;
+    let rows = paginator.fetch_page(page - 1).await?;
+    let client_ids: Vec<i64> = rows.iter().map(|c| c.client_id).collect();
+    let clients = client::Entity::find()
+        .filter(client::Column::BusinessId.eq(business_id))
+        .filter(client::Column::Id.is_in(client_ids))
+        .all(db)
+        .await?;
+    let message_ids: Vec<i64> = rows.iter().filter_map(|c| c.last_message_id).collect();
+    let messages = message::Entity::find()
+        .filter(message::Column::Id.is_in(message_ids))
+        .all(db)
+        .await?;
+    let items = rows
+        .into_iter()
+        .map(|c| {
+            let cl = clients.iter().find(|x| x.id == c.client_id).cloned();
+            let m = c
+                .last_message_id
+                .and_then(|id| messages.iter().find(|x| x.id == id).cloned());
+            (c, cl, m)
+        })
+        .collect();
+    Ok((items, total))
+}

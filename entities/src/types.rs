@@ -93,3 +93,5 @@ string_enum!(
         Notes => "notes", Failed => "failed", Inbound => "inbound", Outbound => "outbound",
     }
 );
+
+string_enum!(AssignmentFilterType { All => "all", Mine => "mine", Unassigned => "unassigned", Assigned => "assigned" });

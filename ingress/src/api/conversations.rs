@@ -2,8 +2,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use entities::directory;
 use entities::inbox;
-use entities::types::{ClientConversationStatus, MessageFilterType};
+use entities::types::{AssignmentFilterType, Channel, ClientConversationStatus, MessageFilterType};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -123,6 +124,49 @@ impl Validate for ConversationStatusRequest {
     }
 }
 
+#[derive(Debug, Object)]
+pub struct ConversationClient {
+    pub id: i64,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub client_type: String,
+}
+
+/// The latest message of a conversation, for the list.
+#[derive(Debug, Object)]
+pub struct LastMessage {
+    /// The first 160 characters.
+    pub preview: String,
+    pub channel: String,
+    pub direction: String,
+    pub status: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One conversation of the inbox list.
+#[derive(Debug, Object)]
+pub struct ClientListResponse {
+    pub id: i64,
+    pub client: Option<ConversationClient>,
+    pub location_id: Option<i64>,
+    pub status: String,
+    pub assigned_staff_id: Option<i64>,
+    pub last_message: Option<LastMessage>,
+    pub unread_count: i32,
+    pub last_activity_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Object)]
+pub struct PaginatedConversations {
+    pub items: Vec<ClientListResponse>,
+    pub page: u64,
+    pub page_size: u64,
+    pub total: u64,
+    pub total_pages: u64,
+}
+
 pub struct ConversationsApi {
     pub state: Arc<AppState>,
 }
@@ -172,6 +216,106 @@ impl ConversationsApi {
         } else {
             ConversationOpened::Existing(Json(response))
         })
+    }
+
+    /// Client conversations
+    ///
+    /// Newest activity first; filters combine. `assignment=mine` uses `staff_id` or the
+    /// session's staff member; `q` matches the client's name, phone or email.
+    #[oai(
+        path = "/businesses/:business_id/conversations",
+        method = "get",
+        tag = "ApiTags::Businesses"
+    )]
+    #[allow(clippy::too_many_arguments)] // poem-openapi takes one argument per query parameter
+    async fn list(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        status: Query<Option<ClientConversationStatus>>,
+        assignment: Query<Option<AssignmentFilterType>>,
+        staff_id: Query<Option<i64>>,
+        location_id: Query<Option<i64>>,
+        channel: Query<Option<Channel>>,
+        unread_only: Query<Option<bool>>,
+        q: Query<Option<String>>,
+        #[oai(default = "first_page", validator(minimum(value = "1")))] page: Query<u64>,
+        #[oai(
+            default = "default_page_size",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        page_size: Query<u64>,
+    ) -> Result<Json<PaginatedConversations>, ApiError> {
+        require_business_access(auth.principal(), business_id.0)?;
+        self.state.require_business_exists(business_id.0).await?;
+        let me = staff_id.0.or(match auth.principal() {
+            crate::auth::Principal::Staff { staff_id, .. } => Some(*staff_id),
+            _ => None,
+        });
+        let mut filter = directory::ConversationFilter {
+            status: status.0,
+            location_id: location_id.0,
+            channel: channel.0,
+            unread_only: unread_only.0.unwrap_or(false),
+            q: q.0,
+            ..Default::default()
+        };
+        match assignment.0.unwrap_or(AssignmentFilterType::All) {
+            AssignmentFilterType::All => {}
+            AssignmentFilterType::Unassigned => filter.assigned_to = Some(None),
+            AssignmentFilterType::Assigned => filter.assigned_any = true,
+            AssignmentFilterType::Mine => match me {
+                Some(s) => filter.assigned_to = Some(Some(s)),
+                None => {
+                    return Err(ApiError::invalid_at(
+                        &["query", "staff_id"],
+                        "assignment=mine needs staff_id or a staff session",
+                        "missing",
+                    ));
+                }
+            },
+        }
+        let (rows, total) = directory::conversation_page(
+            &self.state.db,
+            business_id.0,
+            &filter,
+            page.0,
+            page_size.0,
+        )
+        .await?;
+        let items = rows
+            .into_iter()
+            .map(|(c, cl, m)| ClientListResponse {
+                id: c.id,
+                client: cl.map(|cl| ConversationClient {
+                    id: cl.id,
+                    first_name: cl.first_name,
+                    last_name: cl.last_name,
+                    phone: cl.phone,
+                    email: cl.email,
+                    client_type: cl.client_type,
+                }),
+                location_id: (c.location_key != 0).then_some(c.location_key),
+                status: c.status,
+                assigned_staff_id: c.assigned_staff_id,
+                last_message: m.map(|m| LastMessage {
+                    preview: m.body.chars().take(160).collect(),
+                    channel: m.channel,
+                    direction: m.direction,
+                    status: m.status,
+                    at: m.sent_at.unwrap_or(m.created_at),
+                }),
+                unread_count: c.unread_count,
+                last_activity_at: c.last_activity_at,
+            })
+            .collect();
+        Ok(Json(PaginatedConversations {
+            items,
+            page: page.0,
+            page_size: page_size.0,
+            total,
+            total_pages: total.div_ceil(page_size.0),
+        }))
     }
 
     /// Add internal note

@@ -561,6 +561,58 @@ async fn conversation_list_filters_combine(d: Deployment) {
         .unwrap();
     assert_eq!(mine["items"][0]["client"]["id"], 6);
     assert_eq!(mine["total"], 1);
+    // The filters' counts are the list's totals.
+    let filters = get(&app, "/businesses/1/conversations/filters?staff_id=789").await;
+    let total = |query: String| {
+        let app = &app;
+        async move {
+            get(app, &format!("/businesses/1/conversations?{query}")).await["total"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    for f in filters["status"].as_array().unwrap() {
+        assert_eq!(
+            f["count"].as_u64().unwrap(),
+            total(format!("status={}", f["value"].as_str().unwrap())).await,
+            "{f}"
+        );
+    }
+    for f in filters["assignment"].as_array().unwrap() {
+        assert_eq!(
+            f["count"].as_u64().unwrap(),
+            total(format!(
+                "assignment={}&staff_id=789",
+                f["value"].as_str().unwrap()
+            ))
+            .await,
+            "{f}"
+        );
+    }
+    for f in filters["locations"].as_array().unwrap() {
+        assert_eq!(
+            f["count"].as_u64().unwrap(),
+            total(format!("location_id={}", f["location_id"])).await,
+            "{f}"
+        );
+    }
+    for f in filters["channels"].as_array().unwrap() {
+        assert_eq!(
+            f["count"].as_u64().unwrap(),
+            total(format!("channel={}", f["value"].as_str().unwrap())).await,
+            "{f}"
+        );
+    }
+    assert_eq!(
+        filters["unread"].as_u64().unwrap(),
+        total("unread_only=true".into()).await
+    );
+    assert_eq!(
+        filters["assignment"].as_array().unwrap().len(),
+        4,
+        "mine is counted with a staff member"
+    );
+    assert_eq!(filters["channels"].as_array().unwrap().len(), 2);
     for bad in [
         "status=gone",
         "assignment=everyone",

@@ -2,7 +2,8 @@
 //! to one business.
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait},
 };
 
 use crate::types::ClientType;
@@ -301,4 +302,85 @@ pub async fn conversation_page(
         })
         .collect();
     Ok((items, total))
+}
+
+#[derive(Debug, FromQueryResult)]
+pub struct KeyCount {
+    pub key: Option<String>,
+    pub n: i64,
+}
+
+/// True counts for the conversation filters of a business.
+#[derive(Debug, Default)]
+pub struct FilterCounts {
+    pub total: u64,
+    pub by_status: Vec<(String, u64)>,
+    pub unassigned: u64,
+    pub mine: Option<u64>,
+    pub by_location: Vec<(i64, u64)>,
+    pub by_channel: Vec<(String, u64)>,
+    pub unread: u64,
+}
+
+pub async fn filter_counts(
+    db: &impl ConnectionTrait,
+    business_id: i64,
+    me: Option<i64>,
+) -> Result<FilterCounts> {
+    let base =
+        || conversation::Entity::find().filter(conversation::Column::BusinessId.eq(business_id));
+    let group = |col: conversation::Column| {
+        base()
+            .select_only()
+            .column_as(Expr::col(col).cast_as("TEXT"), "key")
+            .column_as(Expr::cust("COUNT(*)"), "n")
+            .group_by(col)
+            .into_model::<KeyCount>()
+    };
+    let total = base().count(db).await?;
+    let by_status = group(conversation::Column::Status).all(db).await?;
+    let by_location = group(conversation::Column::LocationKey).all(db).await?;
+    let unassigned = base()
+        .filter(conversation::Column::AssignedStaffId.is_null())
+        .count(db)
+        .await?;
+    let mine = match me {
+        Some(s) => Some(
+            base()
+                .filter(conversation::Column::AssignedStaffId.eq(s))
+                .count(db)
+                .await?,
+        ),
+        None => None,
+    };
+    let unread = base()
+        .filter(conversation::Column::UnreadCount.gt(0))
+        .count(db)
+        .await?;
+    let by_channel = message::Entity::find()
+        .select_only()
+        .column_as(Expr::col(message::Column::Channel), "key")
+        .column_as(Expr::cust("COUNT(DISTINCT conversation_id)"), "n")
+        .filter(message::Column::BusinessId.eq(business_id))
+        .group_by(message::Column::Channel)
+        .into_model::<KeyCount>()
+        .all(db)
+        .await?;
+    let pairs = |rows: Vec<KeyCount>| -> Vec<(String, u64)> {
+        rows.into_iter()
+            .map(|r| (r.key.unwrap_or_default(), r.n as u64))
+            .collect()
+    };
+    Ok(FilterCounts {
+        total,
+        by_status: pairs(by_status),
+        unassigned,
+        mine,
+        by_location: pairs(by_location)
+            .into_iter()
+            .filter_map(|(k, n)| k.parse::<i64>().ok().filter(|l| *l != 0).map(|l| (l, n)))
+            .collect(),
+        by_channel: pairs(by_channel),
+        unread,
+    })
 }

@@ -167,6 +167,30 @@ pub struct PaginatedConversations {
     pub total_pages: u64,
 }
 
+#[derive(Debug, Object)]
+pub struct FilterCount {
+    pub value: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Object)]
+pub struct LocationCount {
+    pub location_id: i64,
+    pub count: u64,
+}
+
+/// Each filter of the conversation list with its values and their current counts.
+#[derive(Debug, Object)]
+pub struct ConversationFilters {
+    pub status: Vec<FilterCount>,
+    /// all, mine (with `staff_id` or a session), unassigned, assigned.
+    pub assignment: Vec<FilterCount>,
+    pub locations: Vec<LocationCount>,
+    pub channels: Vec<FilterCount>,
+    /// Conversations with unread messages.
+    pub unread: u64,
+}
+
 pub struct ConversationsApi {
     pub state: Arc<AppState>,
 }
@@ -315,6 +339,79 @@ impl ConversationsApi {
             page_size: page_size.0,
             total,
             total_pages: total.div_ceil(page_size.0),
+        }))
+    }
+
+    /// Available conversation filters
+    ///
+    /// Every filter's values with true counts for the business (each count equals the
+    /// list's total for that filter alone).
+    #[oai(
+        path = "/businesses/:business_id/conversations/filters",
+        method = "get",
+        tag = "ApiTags::Businesses"
+    )]
+    async fn filters(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        staff_id: Query<Option<i64>>,
+    ) -> Result<Json<ConversationFilters>, ApiError> {
+        require_business_access(auth.principal(), business_id.0)?;
+        self.state.require_business_exists(business_id.0).await?;
+        let me = staff_id.0.or(match auth.principal() {
+            crate::auth::Principal::Staff { staff_id, .. } => Some(*staff_id),
+            _ => None,
+        });
+        let c = directory::filter_counts(&self.state.db, business_id.0, me).await?;
+        let status = ClientConversationStatus::ALL
+            .iter()
+            .map(|s| FilterCount {
+                value: s.as_str().into(),
+                count: c
+                    .by_status
+                    .iter()
+                    .find(|(k, _)| k == s.as_str())
+                    .map_or(0, |(_, n)| *n),
+            })
+            .collect();
+        let mut assignment = vec![
+            FilterCount {
+                value: "all".into(),
+                count: c.total,
+            },
+            FilterCount {
+                value: "unassigned".into(),
+                count: c.unassigned,
+            },
+            FilterCount {
+                value: "assigned".into(),
+                count: c.total - c.unassigned,
+            },
+        ];
+        if let Some(mine) = c.mine {
+            assignment.insert(
+                1,
+                FilterCount {
+                    value: "mine".into(),
+                    count: mine,
+                },
+            );
+        }
+        Ok(Json(ConversationFilters {
+            status,
+            assignment,
+            locations: c
+                .by_location
+                .into_iter()
+                .map(|(location_id, count)| LocationCount { location_id, count })
+                .collect(),
+            channels: c
+                .by_channel
+                .into_iter()
+                .map(|(value, count)| FilterCount { value, count })
+                .collect(),
+            unread: c.unread,
         }))
     }
 

@@ -37,6 +37,7 @@ fn body_for(path: &str) -> Value {
         p if p.ends_with("{conversation_id}/status") => json!({"status": "open"}),
         p if p.ends_with("/notes") => json!({"staff_id": 789, "note": "x"}),
         p if p.ends_with("/assign") => json!({"staff_id": 789}),
+        p if p.ends_with("/read-status") => json!({"is_read": true, "client_id": 5}),
         p if p.ends_with("/conversations") => json!({"client_id": 5, "location_id": 10}),
         p if p.ends_with("/status") => json!({"updates": [{"message_id": 1, "status": "sent"}]}),
         _ => json!({}),

@@ -633,3 +633,124 @@ async fn conversation_list_filters_combine(d: Deployment) {
     }
 }
 both_deployments!(conversation_list, conversation_list_filters_combine);
+
+async fn read_state_keeps_unread_counts_true(d: Deployment) {
+    let app = TestApp::spawn(d).await;
+    app.onboard(1).await;
+    let inbound = |client: i64, from: &'static str, n: usize| {
+        let app = &app;
+        async move {
+            let messages: Vec<Value> = (0..n)
+                .map(|i| json!({"client_id": client, "to_number": "+14155550100", "from_number": from, "message": format!("in {i}"), "status": "received"}))
+                .collect();
+            let body = json!({"category": "conversation", "direction": "inbound", "location_id": 10, "messages": messages});
+            let ok: Value = app
+                .post("/businesses/1/sms/record", Some(PLATFORM_KEY), &body)
+                .await
+                .json()
+                .await
+                .unwrap();
+            app.request_messages(1, ok["request_id"].as_str().unwrap(), n)
+                .await
+        }
+    };
+    let recount = || {
+        let app = &app;
+        async move {
+            app.count(
+                "SELECT COUNT(*) FROM conversations c WHERE c.unread_count <> \
+                 (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id AND m.direction = 'inbound' AND m.is_read = false)",
+            )
+            .await
+        }
+    };
+    let unread = |client: i64| {
+        let app = &app;
+        async move {
+            app.count(&format!(
+                "SELECT CAST(unread_count AS BIGINT) FROM conversations WHERE client_id = {client}"
+            ))
+            .await
+        }
+    };
+    let grace = inbound(5, "+14155550123", 3).await;
+    inbound(6, "+14155550124", 1).await;
+    assert_eq!((unread(5).await, unread(6).await), (3, 1));
+    let conv = grace["messages"][0]["conversation_id"].as_i64().unwrap();
+    let read = |body: Value| {
+        let app = &app;
+        async move {
+            let resp = app
+                .post(
+                    "/businesses/1/messages/read-status",
+                    Some(PLATFORM_KEY),
+                    &body,
+                )
+                .await;
+            assert_eq!(resp.status(), 200, "{body}");
+            resp.json::<Value>().await.unwrap()["updated"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        read(json!({"is_read": true, "conversation_id": conv})).await,
+        3
+    );
+    assert_eq!(unread(5).await, 0);
+    assert_eq!(
+        read(json!({"is_read": true, "conversation_id": conv})).await,
+        0,
+        "already read"
+    );
+    let one = grace["messages"][1]["id"].as_i64().unwrap();
+    assert_eq!(
+        read(json!({"is_read": false, "message_ids": [one]})).await,
+        1
+    );
+    assert_eq!(unread(5).await, 1);
+    assert_eq!(read(json!({"is_read": true, "client_id": 6})).await, 1);
+    assert_eq!(read(json!({"is_read": true, "channel": "email"})).await, 0);
+    // Random mix of new inbound messages and read/unread calls: counts stay true, never negative.
+    for round in 0..12u64 {
+        match round % 4 {
+            0 => {
+                inbound(5, "+14155550123", 1 + (round as usize % 3)).await;
+            }
+            1 => {
+                read(json!({"is_read": round % 8 == 1, "client_id": 5})).await;
+            }
+            2 => {
+                read(json!({"is_read": false, "before": "2100-01-01T00:00:00Z"})).await;
+            }
+            _ => {
+                read(json!({"is_read": true, "channel": "sms"})).await;
+            }
+        }
+        assert_eq!(recount().await, 0, "drift after round {round}");
+        assert_eq!(
+            app.count("SELECT COUNT(*) FROM conversations WHERE unread_count < 0")
+                .await,
+            0
+        );
+    }
+    let resp = app
+        .post(
+            "/businesses/1/messages/read-status",
+            Some(PLATFORM_KEY),
+            &json!({"is_read": true}),
+        )
+        .await;
+    assert_eq!(resp.status(), 422, "a selector is required");
+    assert_eq!(
+        app.post(
+            "/businesses/1/messages/read-status",
+            Some(PLATFORM_KEY),
+            &json!({"client_id": 5})
+        )
+        .await
+        .status(),
+        422
+    );
+}
+both_deployments!(read_state, read_state_keeps_unread_counts_true);

@@ -501,3 +501,97 @@ pub async fn conversation_events(
         .all(db)
         .await?)
 }
+
+/// Which messages a read-state change applies to (within one business); at least one is set.
+#[derive(Clone, Debug, Default)]
+pub struct ReadSelection {
+    /// Messages of conversations assigned to this staff member.
+    pub staff_id: Option<i64>,
+    pub conversation_id: Option<i64>,
+    pub client_id: Option<i64>,
+    pub message_ids: Option<Vec<i64>>,
+    pub channel: Option<Channel>,
+    /// Messages created before this time.
+    pub before: Option<DateTime<Utc>>,
+}
+
+/// Marks inbound messages read or unread and sets the unread counts of their conversations to
+/// a recount, in one transaction (so counts never drift or go negative). Returns how many
+/// messages changed.
+pub async fn set_read(
+    db: &sea_orm::DatabaseConnection,
+    business_id: i64,
+    is_read: bool,
+    sel: &ReadSelection,
+) -> Result<u64> {
+    use sea_orm::{QuerySelect, sea_query::Query};
+    let txn = crate::db::begin_write(db).await?;
+    let mut q = message::Entity::find()
+        .select_only()
+        .column(message::Column::Id)
+        .column(message::Column::ConversationId)
+        .filter(message::Column::BusinessId.eq(business_id))
+        .filter(message::Column::Direction.eq("inbound"))
+        .filter(message::Column::IsRead.eq(!is_read));
+    if let Some(c) = sel.conversation_id {
+        q = q.filter(message::Column::ConversationId.eq(c));
+    }
+    if let Some(c) = sel.client_id {
+        q = q.filter(message::Column::ClientId.eq(c));
+    }
+    if let Some(ids) = &sel.message_ids {
+        q = q.filter(message::Column::Id.is_in(ids.clone()));
+    }
+    if let Some(ch) = sel.channel {
+        q = q.filter(message::Column::Channel.eq(ch.as_str()));
+    }
+    if let Some(t) = sel.before {
+        q = q.filter(message::Column::CreatedAt.lt(t));
+    }
+    if let Some(s) = sel.staff_id {
+        q = q.filter(
+            message::Column::ConversationId.in_subquery(
+                Query::select()
+                    .column(conversation::Column::Id)
+                    .from(conversation::Entity)
+                    .and_where(conversation::Column::BusinessId.eq(business_id))
+                    .and_where(conversation::Column::AssignedStaffId.eq(s))
+                    .to_owned(),
+            ),
+        );
+    }
+    let rows: Vec<(i64, i64)> = q.into_tuple().all(&txn).await?;
+    if rows.is_empty() {
+        txn.commit().await?;
+        return Ok(0);
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let mut conversations: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    conversations.sort_unstable();
+    conversations.dedup();
+    let mut changed = 0;
+    for chunk in ids.chunks(500) {
+        changed += message::Entity::update_many()
+            .col_expr(message::Column::IsRead, Expr::value(is_read))
+            .col_expr(message::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(message::Column::Id.is_in(chunk.to_vec()))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+    }
+    for chunk in conversations.chunks(500) {
+        conversation::Entity::update_many()
+            .col_expr(
+                conversation::Column::UnreadCount,
+                Expr::cust(
+                    "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = conversations.id \
+                     AND m.direction = 'inbound' AND m.is_read = false)",
+                ),
+            )
+            .filter(conversation::Column::Id.is_in(chunk.to_vec()))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(changed)
+}

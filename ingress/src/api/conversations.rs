@@ -191,6 +191,42 @@ pub struct ConversationFilters {
     pub unread: u64,
 }
 
+/// Mark inbound messages read or unread: by staff (their assigned conversations),
+/// conversation, client, ids, channel and/or created before a time; at least one selector.
+#[derive(Debug, Object, Deserialize)]
+pub struct MessageStatusUpdateFilters {
+    pub is_read: bool,
+    #[serde(default)]
+    pub staff_id: Option<i64>,
+    #[serde(default)]
+    pub conversation_id: Option<i64>,
+    #[serde(default)]
+    pub client_id: Option<i64>,
+    #[serde(default)]
+    pub message_ids: Option<Vec<i64>>,
+    #[serde(default)]
+    pub channel: Option<Channel>,
+    #[serde(default)]
+    pub before: Option<DateTime<Utc>>,
+}
+
+impl Validate for MessageStatusUpdateFilters {
+    fn validate(&mut self, c: &mut Checker) {
+        let any = self.staff_id.is_some()
+            || self.conversation_id.is_some()
+            || self.client_id.is_some()
+            || self.message_ids.is_some()
+            || self.channel.is_some()
+            || self.before.is_some();
+        if !any {
+            c.fail("", "give at least one selector: staff_id, conversation_id, client_id, message_ids, channel or before", "value_error");
+        }
+        if let Some(ids) = &self.message_ids {
+            c.count("message_ids", ids.len(), 1, 10_000);
+        }
+    }
+}
+
 pub struct ConversationsApi {
     pub state: Arc<AppState>,
 }
@@ -412,6 +448,39 @@ impl ConversationsApi {
                 .map(|(value, count)| FilterCount { value, count })
                 .collect(),
             unread: c.unread,
+        }))
+    }
+
+    /// Mark messages read or unread
+    ///
+    /// Inbound messages matching the selectors; the conversations' unread counts are recounted
+    /// in the same transaction. `updated`: messages changed.
+    #[oai(
+        path = "/businesses/:business_id/messages/read-status",
+        method = "post",
+        tag = "ApiTags::Businesses"
+    )]
+    async fn read_status(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        body: ValidJson<MessageStatusUpdateFilters>,
+    ) -> Result<Json<super::status::UpdateSuccessResponse>, ApiError> {
+        require_business_access(auth.principal(), business_id.0)?;
+        self.state.require_business_exists(business_id.0).await?;
+        let b = body.value;
+        let sel = inbox::ReadSelection {
+            staff_id: b.staff_id,
+            conversation_id: b.conversation_id,
+            client_id: b.client_id,
+            message_ids: b.message_ids,
+            channel: b.channel,
+            before: b.before,
+        };
+        let updated = inbox::set_read(&self.state.db, business_id.0, b.is_read, &sel).await?;
+        Ok(Json(super::status::UpdateSuccessResponse {
+            success: true,
+            updated: updated as u32,
         }))
     }
 

@@ -67,6 +67,14 @@ impl Principal {
         }
     }
 
+    /// The staff member behind a staff session (API keys have none).
+    pub fn staff_id(&self) -> Option<i64> {
+        match self {
+            Principal::Staff { staff_id, .. } => Some(*staff_id),
+            _ => None,
+        }
+    }
+
     pub fn require_platform(&self) -> Result<(), ApiError> {
         match self {
             Principal::Platform { .. } => Ok(()),

@@ -178,9 +178,13 @@ impl AdminApi {
         job_type: Path<String>,
         business_id: Query<Option<i64>>,
         error_contains: Query<Option<String>>,
-        #[oai(default = "first_page", validator(minimum(value = "1")))] page: Query<u64>,
         #[oai(
-            default = "default_page_size",
+            default = "crate::api::schemas::first_page",
+            validator(minimum(value = "1"))
+        )]
+        page: Query<u64>,
+        #[oai(
+            default = "crate::api::schemas::default_page_size",
             validator(minimum(value = "1"), maximum(value = "100"))
         )]
         page_size: Query<u64>,
@@ -257,12 +261,4 @@ impl AdminApi {
     ) -> Result<Json<DeadJobsAction>, ApiError> {
         self.act(auth, &job_type.0, body.value, false).await
     }
-}
-
-fn first_page() -> u64 {
-    1
-}
-
-fn default_page_size() -> u64 {
-    20
 }

@@ -65,14 +65,6 @@ pub struct PaginatedMessages {
     pub total_pages: u64,
 }
 
-fn first_page() -> u64 {
-    1
-}
-
-fn default_page_size() -> u64 {
-    20
-}
-
 /// An internal note: in the timeline, never sent to the client.
 #[derive(Debug, Object, Deserialize)]
 pub struct NoteRequest {
@@ -299,9 +291,13 @@ impl ConversationsApi {
         channel: Query<Option<Channel>>,
         unread_only: Query<Option<bool>>,
         q: Query<Option<String>>,
-        #[oai(default = "first_page", validator(minimum(value = "1")))] page: Query<u64>,
         #[oai(
-            default = "default_page_size",
+            default = "crate::api::schemas::first_page",
+            validator(minimum(value = "1"))
+        )]
+        page: Query<u64>,
+        #[oai(
+            default = "crate::api::schemas::default_page_size",
             validator(minimum(value = "1"), maximum(value = "100"))
         )]
         page_size: Query<u64>,
@@ -606,9 +602,13 @@ impl ConversationsApi {
         conversation_id: Path<i64>,
         filter: Query<Option<MessageFilterType>>,
         include: Query<Option<MessageInclude>>,
-        #[oai(default = "first_page", validator(minimum(value = "1")))] page: Query<u64>,
         #[oai(
-            default = "default_page_size",
+            default = "crate::api::schemas::first_page",
+            validator(minimum(value = "1"))
+        )]
+        page: Query<u64>,
+        #[oai(
+            default = "crate::api::schemas::default_page_size",
             validator(minimum(value = "1"), maximum(value = "100"))
         )]
         page_size: Query<u64>,

@@ -178,14 +178,6 @@ pub struct ClientDetailsResponse {
     pub last_contact_at: Option<DateTime<Utc>>,
 }
 
-fn first_page() -> u64 {
-    1
-}
-
-fn default_page_size() -> u64 {
-    20
-}
-
 pub struct DirectoryApi {
     pub state: Arc<AppState>,
 }
@@ -229,9 +221,13 @@ impl DirectoryApi {
         business_id: Path<i64>,
         q: Query<Option<String>>,
         location_id: Query<Option<i64>>,
-        #[oai(default = "first_page", validator(minimum(value = "1")))] page: Query<u64>,
         #[oai(
-            default = "default_page_size",
+            default = "crate::api::schemas::first_page",
+            validator(minimum(value = "1"))
+        )]
+        page: Query<u64>,
+        #[oai(
+            default = "crate::api::schemas::default_page_size",
             validator(minimum(value = "1"), maximum(value = "100"))
         )]
         page_size: Query<u64>,
@@ -298,9 +294,13 @@ impl DirectoryApi {
         q: Query<Option<String>>,
         location_id: Query<Option<i64>>,
         client_type: Query<Option<ClientType>>,
-        #[oai(default = "first_page", validator(minimum(value = "1")))] page: Query<u64>,
         #[oai(
-            default = "default_page_size",
+            default = "crate::api::schemas::first_page",
+            validator(minimum(value = "1"))
+        )]
+        page: Query<u64>,
+        #[oai(
+            default = "crate::api::schemas::default_page_size",
             validator(minimum(value = "1"), maximum(value = "100"))
         )]
         page_size: Query<u64>,

@@ -144,3 +144,13 @@ impl MessageItem {
         })
     }
 }
+
+/// Lists start at page 1 …
+pub fn first_page() -> u64 {
+    1
+}
+
+/// … with 20 items a page unless asked otherwise (at most 100).
+pub fn default_page_size() -> u64 {
+    20
+}

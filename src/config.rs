@@ -25,6 +25,11 @@
 //! | `OMEGA_TWILIO_API_KEY_SID`, `OMEGA_TWILIO_API_KEY_SECRET`, `OMEGA_TWILIO_TWIML_APP_SID` | Twilio Voice access tokens | unset |
 //! | `OMEGA_TWILIO_API_BASE` | Twilio REST base URL | `https://api.twilio.com` |
 //! | `OMEGA_SENDGRID_API_KEY`, `OMEGA_SENDGRID_API_BASE` | SendGrid Mail Send | unset, `https://api.sendgrid.com` |
+//! | `OMEGA_SENDGRID_WEBHOOK_PUBLIC_KEY` | SendGrid Event Webhook verification key (base64 DER, as SendGrid shows it) | unset (SendGrid webhooks answer 403) |
+//! | `OMEGA_MAILGUN_SIGNING_KEY` | Mailgun webhook signing key | unset (403) |
+//! | `OMEGA_POSTMARK_WEBHOOK_USER`, `OMEGA_POSTMARK_WEBHOOK_PASSWORD` | Postmark webhook Basic credentials | unset (403) |
+//! | `OMEGA_SES_TOPIC_ARNS` | SNS topics (comma-separated) whose SES events are accepted | unset (403) |
+//! | `OMEGA_SNS_TRUSTED_CERT_PREFIX` | a certificate URL prefix trusted besides `https://sns.<region>.amazonaws.com` (tests only; logged loudly) | unset |
 //! | `OMEGA_SMTP_URL` | SMTP relay, e.g. `smtp://user:pass@host:587` | unset |
 //! | `OMEGA_DEFAULT_SMS_PROVIDER`, `OMEGA_DEFAULT_EMAIL_PROVIDER` | used when a request names none | `twilio`/`sendgrid` when configured, else `sandbox` |
 //! | `OMEGA_METRICS_LISTEN` | where an `omega worker` process serves `/metrics` (others serve it with the API) | unset |
@@ -70,6 +75,11 @@ pub struct Config {
     pub sendgrid_api_key: Option<String>,
     pub sendgrid_api_base: String,
     pub smtp_url: Option<String>,
+    pub sendgrid_webhook_public_key: Option<String>,
+    pub mailgun_signing_key: Option<String>,
+    pub postmark_webhook: Option<(String, String)>,
+    pub ses_topic_arns: Vec<String>,
+    pub sns_trusted_cert_prefix: Option<String>,
     pub default_sms_provider: Option<entities::types::Provider>,
     pub default_email_provider: Option<entities::types::Provider>,
 }
@@ -192,6 +202,27 @@ impl Config {
             sendgrid_api_base: var("OMEGA_SENDGRID_API_BASE")
                 .unwrap_or_else(|| "https://api.sendgrid.com".into()),
             smtp_url: var("OMEGA_SMTP_URL"),
+            sendgrid_webhook_public_key: var("OMEGA_SENDGRID_WEBHOOK_PUBLIC_KEY"),
+            mailgun_signing_key: var("OMEGA_MAILGUN_SIGNING_KEY"),
+            postmark_webhook: match (
+                var("OMEGA_POSTMARK_WEBHOOK_USER"),
+                var("OMEGA_POSTMARK_WEBHOOK_PASSWORD"),
+            ) {
+                (Some(user), Some(password)) => Some((user, password)),
+                (None, None) => None,
+                _ => bail!(
+                    "OMEGA_POSTMARK_WEBHOOK_USER and OMEGA_POSTMARK_WEBHOOK_PASSWORD go together"
+                ),
+            },
+            ses_topic_arns: var("OMEGA_SES_TOPIC_ARNS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|t| t.trim().to_owned())
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            sns_trusted_cert_prefix: var("OMEGA_SNS_TRUSTED_CERT_PREFIX"),
             default_sms_provider: provider(
                 var("OMEGA_DEFAULT_SMS_PROVIDER"),
                 "OMEGA_DEFAULT_SMS_PROVIDER",
@@ -254,6 +285,10 @@ impl Config {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("{name} must be an http(s) URL");
             }
+        }
+        if let Some(key) = &self.sendgrid_webhook_public_key {
+            ingress::email_events::sendgrid_key(key)
+                .map_err(|e| anyhow::anyhow!("OMEGA_SENDGRID_WEBHOOK_PUBLIC_KEY: {e}"))?;
         }
         if self.job_max_attempts == 0 {
             bail!("OMEGA_JOB_MAX_ATTEMPTS must be at least 1");

@@ -206,6 +206,7 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
             public_url: config.public_url.clone(),
             sealer: entities::secrets::Sealer::new(secret),
             twilio: config.twilio.clone(),
+            email_webhooks: email_webhooks(&config)?,
         };
         let state = Arc::new(ingress::AppState::new(
             db.clone(),
@@ -292,4 +293,27 @@ pub fn init_logging(format: LogFormat) {
             .init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// The email providers' webhook credentials, parsed (the config was validated).
+fn email_webhooks(config: &Config) -> anyhow::Result<ingress::EmailWebhookSettings> {
+    if let Some(prefix) = &config.sns_trusted_cert_prefix {
+        tracing::warn!(
+            prefix,
+            "OMEGA_SNS_TRUSTED_CERT_PREFIX is set: SNS certificates are also trusted from this \
+             non-AWS location; this is for tests only"
+        );
+    }
+    Ok(ingress::EmailWebhookSettings {
+        sendgrid_key: config
+            .sendgrid_webhook_public_key
+            .as_deref()
+            .map(ingress::email_events::sendgrid_key)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("OMEGA_SENDGRID_WEBHOOK_PUBLIC_KEY: {e}"))?,
+        mailgun_signing_key: config.mailgun_signing_key.clone(),
+        postmark_basic: config.postmark_webhook.clone(),
+        ses_topic_arns: config.ses_topic_arns.clone(),
+        sns_trusted_cert_prefix: config.sns_trusted_cert_prefix.clone(),
+    })
 }

@@ -39,6 +39,23 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Webhook deliveries (for operators).
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Provider deliveries no business owns (a number or account not onboarded), newest
+    /// first, as JSON lines: they were answered 200 so the provider stops retrying.
+    Orphans {
+        #[arg(long, default_value_t = 1)]
+        page: u64,
+        #[arg(long, default_value_t = 50)]
+        page_size: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +142,23 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             omega::prepare(&mut config, true).await?;
             println!("migrations applied");
+            return Ok(());
+        }
+        Command::Webhooks {
+            command: WebhooksCommand::Orphans { page, page_size },
+        } => {
+            let migrate = config.is_sqlite();
+            let db = omega::prepare(&mut config, migrate).await?;
+            let (rows, total) =
+                entities::receipts::orphans(&db, page.max(1), page_size.clamp(1, 1000)).await?;
+            for r in rows {
+                println!(
+                    "{}",
+                    serde_json::json!({"id": r.id, "provider": r.provider, "delivery": r.dedupe_key,
+                        "received_at": r.received_at, "payload": r.payload})
+                );
+            }
+            eprintln!("{total} orphan deliveries in all");
             return Ok(());
         }
         Command::Jobs { command } => {

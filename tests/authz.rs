@@ -12,7 +12,13 @@ use serde_json::{Value, json};
 /// Routes that need no credentials (API.md: health, docs, OpenAPI, metrics).
 const PUBLIC: &[&str] = &["/health", "/health/db"];
 /// Routes authenticated by the provider's signature instead: without a valid one, 403.
-const SIGNED: &[&str] = &["/voice-calls/twiml"];
+const SIGNED: &[&str] = &[
+    "/voice-calls/twiml",
+    "/twilio/sms/incoming",
+    "/twilio/sms/status",
+    "/twilio/voice/status",
+    "/email/webhooks/{provider}",
+];
 
 /// A body the operation would accept from an authorised caller, so that what is tested is
 /// the authorisation and not the validation.
@@ -31,6 +37,9 @@ fn body_for(path: &str) -> Value {
             json!({"category": "conversation", "messages": [{"client_id": 5, "to_email": "a@example.com", "message": "x", "status": "sent"}]})
         }
         "/business/onboard" => common::onboard_body(1, "Spa"),
+        "/messages/process" => {
+            json!({"business_id": 1, "channel": "sms", "direction": "inbound", "from": "+14155550123", "to": "+14155550100", "body": "x", "provider": "twilio", "sender_type": "client"})
+        }
         "/auth/token" | "/session/expire" => json!({"business_id": 1, "staff_id": 789}),
         p if p.contains("/dead/") => json!({"dry_run": true}),
         p if p.ends_with("/api-keys") => json!({"name": "integration"}),
@@ -56,6 +65,7 @@ fn concrete(path: &str) -> String {
         .replace("{client_id}", "5")
         .replace("{staff_id}", "789")
         .replace("{id}", "1")
+        .replace("{provider}", "sendgrid")
         + query
 }
 

@@ -405,6 +405,10 @@ async fn bad_input_is_refused_cleanly(d: Deployment) {
         if let Some(ct) = c.content_type {
             req = req.header("Content-Type", ct);
         }
+        if c.status == 413 {
+            // The server stops reading and closes: the client must not reuse the connection.
+            req = req.header("Connection", "close");
+        }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();

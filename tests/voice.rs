@@ -156,23 +156,7 @@ async fn voice_needs_configuration() {
     );
 }
 
-/// Twilio's signature, computed here independently of omega's code.
-fn sign(token: &str, url: &str, params: &[(&str, &str)]) -> String {
-    use hmac::Mac;
-    let mut sorted = params.to_vec();
-    sorted.sort();
-    let mut data = url.to_owned();
-    for (k, v) in sorted {
-        data.push_str(k);
-        data.push_str(v);
-    }
-    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).unwrap();
-    mac.update(data.as_bytes());
-    base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        mac.finalize().into_bytes(),
-    )
-}
+use common::twilio_sign as sign;
 
 const TOKEN: &str = "global-auth-token-0123456789";
 const PUBLIC: &str = "http://127.0.0.1:8080";

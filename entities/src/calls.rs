@@ -28,9 +28,14 @@ pub struct CallRecord {
 /// Records the call; false when it was recorded before.
 pub async fn record_call(db: &DatabaseConnection, call: &CallRecord) -> Result<bool> {
     let txn = crate::db::begin_write(db).await?;
-    let client =
-        find_or_create_by_phone(&txn, call.business_id, &call.client_phone, call.location_id)
-            .await?;
+    let client = find_or_create_by_address(
+        &txn,
+        call.business_id,
+        Channel::Voice,
+        &call.client_phone,
+        call.location_id,
+    )
+    .await?;
     let location_id = call.location_id.or(client.location_id);
     let conversation =
         find_or_create_conversation(&txn, call.business_id, location_id, client.id, call.at)
@@ -94,23 +99,33 @@ pub async fn record_call(db: &DatabaseConnection, call: &CallRecord) -> Result<b
     Ok(true)
 }
 
-/// The business's client with this number, or a new `lead` with it. Leads that omega creates
-/// get negative ids, so they never collide with the platform's own (positive) ids.
-pub async fn find_or_create_by_phone(
+/// The business's client with this phone number (SMS, voice) or email address, or a new
+/// `lead` with it. Leads that omega creates get negative ids, so they never collide with the
+/// platform's own (positive) ids.
+pub async fn find_or_create_by_address(
     db: &impl ConnectionTrait,
     business_id: i64,
-    phone: &str,
+    channel: Channel,
+    address: &str,
     location_id: Option<i64>,
 ) -> Result<client::Model> {
-    let by_phone = || {
+    let column = match channel {
+        Channel::Email => client::Column::Email,
+        Channel::Sms | Channel::Voice | Channel::Note => client::Column::Phone,
+    };
+    let by_address = || {
         client::Entity::find()
             .filter(client::Column::BusinessId.eq(business_id))
-            .filter(client::Column::Phone.eq(phone))
+            .filter(column.eq(address))
             .order_by_desc(client::Column::Id)
     };
-    if let Some(found) = by_phone().one(db).await? {
+    if let Some(found) = by_address().one(db).await? {
         return Ok(found);
     }
+    let (phone, email) = match column {
+        client::Column::Email => (None, Some(address.to_owned())),
+        _ => (Some(address.to_owned()), None),
+    };
     for _ in 0..5 {
         let lowest = client::Entity::find()
             .filter(client::Column::BusinessId.eq(business_id))
@@ -124,8 +139,8 @@ pub async fn find_or_create_by_phone(
             business_id,
             lowest - 1,
             ClientType::Lead,
-            Some(phone.to_owned()),
-            None,
+            phone.clone(),
+            email.clone(),
             location_id,
         );
         let inserted = client::Entity::insert(lead)
@@ -133,7 +148,7 @@ pub async fn find_or_create_by_phone(
             .exec_without_returning(db)
             .await?;
         if matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
-            return by_phone()
+            return by_address()
                 .one(db)
                 .await?
                 .ok_or_else(|| Error::NotFound("the new lead".into()));
@@ -195,4 +210,77 @@ pub async fn staff_of_location(
         .into_iter()
         .map(|l| l.staff_id)
         .collect())
+}
+
+/// A voice status callback (`/twilio/voice/status`) for a call recorded by the TwiML
+/// endpoint, or created from the callback itself when that record is missing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VoiceStatus {
+    pub call: CallRecord,
+    /// Twilio's `CallStatus` (`ringing`, `in-progress`, `completed`, `busy`, …).
+    pub call_status: String,
+    pub duration_secs: Option<i64>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// omega's status for a Twilio `CallStatus`; None for one omega does not know.
+pub fn call_status(twilio: &str) -> Option<MessageStatus> {
+    Some(match twilio {
+        "queued" => MessageStatus::Queued,
+        "initiated" => MessageStatus::Initiated,
+        "ringing" => MessageStatus::Sending,
+        "in-progress" | "answered" => MessageStatus::Sent,
+        "completed" => MessageStatus::Delivered,
+        "busy" | "no-answer" => MessageStatus::Undelivered,
+        "failed" => MessageStatus::Failed,
+        "canceled" => MessageStatus::Canceled,
+        _ => return None,
+    })
+}
+
+/// Records the call if it is not yet, then its status (forward only, every report kept
+/// once) and its duration.
+pub async fn apply_voice_status(db: &DatabaseConnection, v: &VoiceStatus) -> Result<()> {
+    if !v.call.client_phone.is_empty() {
+        record_call(db, &v.call).await?;
+    }
+    let report = crate::status::StatusReport {
+        message: crate::status::MessageRef::Provider {
+            business_id: Some(v.call.business_id),
+            provider: Some(Provider::Twilio),
+            provider_message_id: v.call.call_sid.clone(),
+        },
+        status: call_status(&v.call_status),
+        error_code: None,
+        error_message: None,
+        occurred_at: v.occurred_at,
+        source: format!("twilio:{}", v.call_status),
+        dedupe_key: format!("twilio-voice:{}", v.call_status),
+        opt_out: None,
+    };
+    crate::status::apply(db, &report).await?;
+    if let Some(seconds) = v.duration_secs {
+        let txn = crate::db::begin_write(db).await?;
+        if let Some(msg) = message::Entity::find()
+            .filter(message::Column::BusinessId.eq(v.call.business_id))
+            .filter(message::Column::Provider.eq(Provider::Twilio.as_str()))
+            .filter(message::Column::ProviderMessageId.eq(v.call.call_sid.as_str()))
+            .one(&txn)
+            .await?
+        {
+            let mut metadata = msg.metadata.clone();
+            match metadata.as_object_mut() {
+                Some(obj) => {
+                    obj.insert("duration_seconds".into(), seconds.into());
+                }
+                None => metadata = serde_json::json!({ "duration_seconds": seconds }),
+            }
+            let mut row: message::ActiveModel = msg.into();
+            row.metadata = Set(metadata);
+            row.updated_at = Set(Utc::now());
+            sea_orm::ActiveModelTrait::update(row, &txn).await?;
+        }
+        txn.commit().await?;
+    }
+    Ok(())
 }

@@ -595,3 +595,54 @@ pub async fn set_read(
     txn.commit().await?;
     Ok(changed)
 }
+
+/// Records a client's consent for a channel: an opt-out with when and why (the first one is
+/// kept: a repeated STOP does not move its time), or an opt back in, which clears it.
+/// Voice follows SMS (one number, one consent).
+pub async fn set_consent(
+    db: &impl ConnectionTrait,
+    business_id: i64,
+    client_id: i64,
+    channel: Channel,
+    opt_in: bool,
+    at: DateTime<Utc>,
+    reason: &str,
+) -> Result<()> {
+    let Some(found) = client::Entity::find_by_id((business_id, client_id))
+        .one(db)
+        .await?
+    else {
+        return Err(Error::NotFound(format!("client {client_id}")));
+    };
+    let mut row: client::ActiveModel = found.clone().into();
+    match (channel, opt_in) {
+        (Channel::Sms | Channel::Voice, true) => {
+            row.sms_opt_in = Set(true);
+            row.sms_opted_out_at = Set(None);
+            row.sms_opt_out_reason = Set(None);
+        }
+        (Channel::Sms | Channel::Voice, false) => {
+            row.sms_opt_in = Set(false);
+            if found.sms_opted_out_at.is_none() {
+                row.sms_opted_out_at = Set(Some(at));
+                row.sms_opt_out_reason = Set(Some(reason.to_owned()));
+            }
+        }
+        (Channel::Email, true) => {
+            row.email_opt_in = Set(true);
+            row.email_opted_out_at = Set(None);
+            row.email_opt_out_reason = Set(None);
+        }
+        (Channel::Email, false) => {
+            row.email_opt_in = Set(false);
+            if found.email_opted_out_at.is_none() {
+                row.email_opted_out_at = Set(Some(at));
+                row.email_opt_out_reason = Set(Some(reason.to_owned()));
+            }
+        }
+        (Channel::Note, _) => return Ok(()),
+    }
+    row.updated_at = Set(Utc::now());
+    sea_orm::ActiveModelTrait::update(row, db).await?;
+    Ok(())
+}

@@ -113,7 +113,7 @@ pub async fn record_at(
     }
 }
 
-async fn record_one(
+pub(crate) async fn record_one(
     db: &impl ConnectionTrait,
     batch: &RecordBatch,
     index: i32,

@@ -1,6 +1,8 @@
 //! Delivery status updates: every report is kept in the message's event history; the
 //! message's status only moves forward (initiated < queued < sending < sent < delivered /
 //! undelivered / failed < read). A report seen before (same dedupe key) is recorded once.
+//! Provider events that are not a status (a click, a spam complaint, an unknown event) are
+//! kept in the history too, with the message's status unchanged.
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DatabaseConnection,
@@ -8,7 +10,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::types::{MessageStatus, Provider};
+use crate::types::{Channel, MessageStatus, Provider};
 use crate::{Error, Result, message, message_event};
 
 /// Which message a report is about.
@@ -17,6 +19,9 @@ use crate::{Error, Result, message, message_event};
 pub enum MessageRef {
     /// omega's id, within a business.
     Id { business_id: i64, message_id: i64 },
+    /// omega's id as omega gave it to a provider (SendGrid `custom_args`): ids are unique
+    /// across businesses.
+    Omega { message_id: i64 },
     /// The provider's id (unique per provider); `business_id` narrows it when known.
     Provider {
         business_id: Option<i64>,
@@ -28,7 +33,8 @@ pub enum MessageRef {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusReport {
     pub message: MessageRef,
-    pub status: MessageStatus,
+    /// None for an event that reports no status (kept in the history only).
+    pub status: Option<MessageStatus>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub occurred_at: DateTime<Utc>,
@@ -36,6 +42,10 @@ pub struct StatusReport {
     pub source: String,
     /// Identifies the report itself, so a repeat is recorded once.
     pub dedupe_key: String,
+    /// The recipient withdrew consent for the message's channel (a bounce, spam complaint or
+    /// unsubscribe), with this reason: later sends to them are refused.
+    #[serde(default)]
+    pub opt_out: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -56,6 +66,9 @@ async fn find(db: &impl ConnectionTrait, r: &MessageRef) -> Result<Option<messag
         } => message::Entity::find()
             .filter(message::Column::BusinessId.eq(*business_id))
             .filter(message::Column::Id.eq(*message_id)),
+        MessageRef::Omega { message_id } => {
+            message::Entity::find().filter(message::Column::Id.eq(*message_id))
+        }
         MessageRef::Provider {
             business_id,
             provider,
@@ -83,10 +96,11 @@ pub async fn apply(db: &DatabaseConnection, report: &StatusReport) -> Result<App
         .await?
         .ok_or_else(|| Error::NotFound(format!("message {:?}", report.message)))?;
     let now = Utc::now();
+    let current: MessageStatus = msg.status.parse()?;
     let inserted = message_event::Entity::insert(message_event::ActiveModel {
         id: NotSet,
         message_id: Set(msg.id),
-        status: Set(report.status.as_str().into()),
+        status: Set(report.status.unwrap_or(current).as_str().into()),
         error_code: Set(report.error_code.clone()),
         error_message: Set(report.error_message.clone()),
         source: Set(report.source.clone()),
@@ -102,23 +116,35 @@ pub async fn apply(db: &DatabaseConnection, report: &StatusReport) -> Result<App
         txn.commit().await?;
         return Ok(Applied::Duplicate);
     }
-    let current: MessageStatus = msg.status.parse()?;
-    let advanced = report.status.rank() > current.rank();
-    if advanced {
+    if let Some(reason) = &report.opt_out {
+        let channel: Channel = msg.channel.parse()?;
+        crate::inbox::set_consent(
+            &txn,
+            msg.business_id,
+            msg.client_id,
+            channel,
+            false,
+            report.occurred_at,
+            reason,
+        )
+        .await?;
+    }
+    let advanced = report.status.filter(|s| s.rank() > current.rank());
+    if let Some(status) = advanced {
         let mut row: message::ActiveModel = msg.into();
-        row.status = Set(report.status.as_str().into());
+        row.status = Set(status.as_str().into());
         if report.error_code.is_some() || report.error_message.is_some() {
             row.error_code = Set(report.error_code.clone());
             row.error_message = Set(report.error_message.clone());
         }
-        if report.status == MessageStatus::Delivered {
+        if status == MessageStatus::Delivered {
             row.delivered_at = Set(Some(report.occurred_at));
         }
         row.updated_at = Set(now);
         row.update(&txn).await?;
     }
     txn.commit().await?;
-    Ok(if advanced {
+    Ok(if advanced.is_some() {
         Applied::Advanced
     } else {
         Applied::Kept

@@ -69,6 +69,9 @@ string_enum!(Provider {
     Postmark => "postmark", Smtp => "smtp", Sandbox => "sandbox", External => "external",
 });
 string_enum!(Direction { Inbound => "inbound", Outbound => "outbound" });
+string_enum!(ExternalEmailProvider {
+    Sendgrid => "sendgrid", Mailgun => "mailgun", Ses => "ses", Postmark => "postmark",
+});
 
 impl MessageStatus {
     /// Position in the forward-only order; statuses of one rank are terminal alternatives.

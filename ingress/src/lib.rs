@@ -1,8 +1,10 @@
 //! The HTTP ingress: validates, authenticates, queues typed jobs and answers at once.
 pub mod api;
 pub mod auth;
+pub mod email_events;
 pub mod error;
 pub mod routes;
+pub mod sns;
 pub mod state;
 pub mod twilio;
 pub mod validate;
@@ -13,7 +15,7 @@ use poem::http::HeaderValue;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use tracing::Instrument;
 
-pub use state::{AppState, Settings};
+pub use state::{AppState, EmailWebhookSettings, Settings};
 
 use error::ApiError;
 

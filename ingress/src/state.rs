@@ -17,6 +17,39 @@ pub struct Settings {
     pub sealer: entities::secrets::Sealer,
     /// The global Twilio account, if configured.
     pub twilio: Option<entities::credentials::TwilioCredentials>,
+    /// How each email provider's webhooks are authenticated (unset: refused).
+    pub email_webhooks: EmailWebhookSettings,
+}
+
+/// The email providers' webhook credentials.
+#[derive(Clone, Default)]
+pub struct EmailWebhookSettings {
+    pub sendgrid_key: Option<p256::ecdsa::VerifyingKey>,
+    pub mailgun_signing_key: Option<String>,
+    /// Postmark's Basic credentials (user, password).
+    pub postmark_basic: Option<(String, String)>,
+    /// SNS topics whose SES events are accepted.
+    pub ses_topic_arns: Vec<String>,
+    /// A certificate URL prefix trusted besides SNS's own hosts (tests).
+    pub sns_trusted_cert_prefix: Option<String>,
+}
+
+impl std::fmt::Debug for EmailWebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailWebhookSettings")
+            .field("sendgrid_key", &self.sendgrid_key.is_some())
+            .field(
+                "mailgun_signing_key",
+                &self.mailgun_signing_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "postmark_basic",
+                &self.postmark_basic.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
+            .field("ses_topic_arns", &self.ses_topic_arns)
+            .field("sns_trusted_cert_prefix", &self.sns_trusted_cert_prefix)
+            .finish()
+    }
 }
 
 pub struct AppState {
@@ -24,6 +57,8 @@ pub struct AppState {
     pub settings: Settings,
     pub producer: Producer,
     pub credentials: Credentials,
+    /// Verifies SNS deliveries (SES events) and caches SNS certificates.
+    pub sns: crate::sns::SnsVerifier,
     /// Businesses known to exist. They are never deleted, so a hit needs no database read.
     known_businesses: RwLock<HashSet<i64>>,
 }
@@ -31,6 +66,10 @@ pub struct AppState {
 impl AppState {
     pub fn new(db: DatabaseConnection, producer: Producer, settings: Settings) -> Self {
         AppState {
+            sns: crate::sns::SnsVerifier::new(
+                settings.email_webhooks.ses_topic_arns.clone(),
+                settings.email_webhooks.sns_trusted_cert_prefix.clone(),
+            ),
             settings,
             credentials: Credentials::new(db.clone()),
             db,

@@ -2,7 +2,7 @@
 //! keep every parameter, and TwiML built with an XML writer.
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use poem::{FromRequest, Request, RequestBody};
+use poem::{Request, RequestBody};
 use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use quick_xml::Writer;
@@ -10,7 +10,7 @@ use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
-use crate::error::{BodyTooLarge, FieldError, ValidationFailed};
+use crate::error::{FieldError, ValidationFailed};
 
 /// The largest webhook body accepted (Twilio's are a few kilobytes).
 const MAX_BODY: usize = 64 << 10;
@@ -73,13 +73,7 @@ impl ParsePayload for TwilioForm {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let body = poem::Body::from_request(request, body).await?;
-        let bytes = body.into_bytes_limit(MAX_BODY).await.map_err(|e| match e {
-            poem::error::ReadBodyError::PayloadTooLarge => {
-                poem::Error::from(BodyTooLarge(MAX_BODY))
-            }
-            other => invalid(format!("could not read the request body: {other}")),
-        })?;
+        let bytes = crate::validate::read_body(request, body, MAX_BODY).await?;
         let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
             .map_err(|e| invalid(format!("invalid form body: {e}")))?;
         let path_and_query = request

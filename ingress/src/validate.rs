@@ -173,24 +173,28 @@ impl<T: Type> Payload for ValidJson<T> {
     }
 }
 
+/// The request body, at most `max` bytes: 413 beyond, 422 when it cannot be read.
+pub async fn read_body(
+    request: &Request,
+    body: &mut RequestBody,
+    max: usize,
+) -> poem::Result<bytes::Bytes> {
+    let body = poem::Body::from_request(request, body).await?;
+    body.into_bytes_limit(max).await.map_err(|e| match e {
+        poem::error::ReadBodyError::PayloadTooLarge => poem::Error::from(BodyTooLarge(max)),
+        other => poem::Error::from(ValidationFailed(vec![FieldError {
+            loc: vec!["body".into()],
+            msg: format!("could not read the request body: {other}"),
+            kind: "value_error".into(),
+        }])),
+    })
+}
+
 impl<T: Type + DeserializeOwned + Validate + Send> ParsePayload for ValidJson<T> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let body = poem::Body::from_request(request, body).await?;
-        let bytes = body
-            .into_bytes_limit(T::MAX_BODY)
-            .await
-            .map_err(|e| match e {
-                poem::error::ReadBodyError::PayloadTooLarge => {
-                    poem::Error::from(BodyTooLarge(T::MAX_BODY))
-                }
-                other => poem::Error::from(ValidationFailed(vec![FieldError {
-                    loc: vec!["body".into()],
-                    msg: format!("could not read the request body: {other}"),
-                    kind: "value_error".into(),
-                }])),
-            })?;
+        let bytes = read_body(request, body, T::MAX_BODY).await?;
         let body_hash = format!("{:x}", Sha256::digest(&bytes));
         let mut value: T = decode(&bytes).map_err(|e| ValidationFailed(vec![e]))?;
         let mut checker = Checker::new("body");

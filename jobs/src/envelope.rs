@@ -35,7 +35,7 @@ impl Envelope {
             job_type: job.job_type(),
             request_id,
             trace_id,
-            business_id: Some(job.business_id()),
+            business_id: job.business_id(),
             attempt: 0,
             enqueued_at: crate::now_ms(),
             last_error: None,

@@ -1,5 +1,6 @@
 //! The typed job payloads. Each job type has its own queue (stream or table partition).
-use entities::calls::CallRecord;
+use entities::calls::{CallRecord, VoiceStatus};
+use entities::inbound::{InboundSms, ProcessedMessage};
 use entities::onboard::Onboarding;
 use entities::outbound::SendJob;
 use entities::record::RecordBatch;
@@ -35,6 +36,7 @@ job_types! {
     SendSms => "send_sms",
     SendEmail => "send_email",
     UpdateStatus => "update_status",
+    ProcessInbound => "process_inbound",
     Onboard => "onboard",
 }
 
@@ -53,8 +55,29 @@ impl std::fmt::Display for JobType {
 /// The status reports of one request (or one provider callback), applied in order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusUpdates {
-    pub business_id: i64,
+    /// None when the reports came from a provider before omega knew the business (SendGrid
+    /// events carry only omega's message id).
+    pub business_id: Option<i64>,
     pub reports: Vec<StatusReport>,
+}
+
+/// What providers (and `/messages/process`) hand omega, recorded by a worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Inbound {
+    Sms(InboundSms),
+    Message(ProcessedMessage),
+    VoiceStatus(VoiceStatus),
+}
+
+impl Inbound {
+    pub fn business_id(&self) -> i64 {
+        match self {
+            Inbound::Sms(s) => s.business_id,
+            Inbound::Message(m) => m.business_id,
+            Inbound::VoiceStatus(v) => v.call.business_id,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -73,6 +96,7 @@ pub enum Job {
     SendSms(SendJob),
     SendEmail(SendJob),
     UpdateStatus(StatusUpdates),
+    ProcessInbound(Inbound),
     Onboard(OnboardJob),
 }
 
@@ -85,17 +109,19 @@ impl Job {
             Job::SendSms(_) => JobType::SendSms,
             Job::SendEmail(_) => JobType::SendEmail,
             Job::UpdateStatus(_) => JobType::UpdateStatus,
+            Job::ProcessInbound(_) => JobType::ProcessInbound,
             Job::Onboard(_) => JobType::Onboard,
         }
     }
 
-    pub fn business_id(&self) -> i64 {
-        match self {
+    pub fn business_id(&self) -> Option<i64> {
+        Some(match self {
             Job::RecordSms(b) | Job::RecordEmail(b) => b.business_id,
             Job::RecordCall(c) => c.business_id,
             Job::SendSms(s) | Job::SendEmail(s) => s.batch.business_id,
-            Job::UpdateStatus(u) => u.business_id,
+            Job::UpdateStatus(u) => return u.business_id,
+            Job::ProcessInbound(i) => i.business_id(),
             Job::Onboard(o) => o.data.business_id,
-        }
+        })
     }
 }

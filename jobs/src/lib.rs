@@ -18,7 +18,7 @@ pub mod worker;
 
 pub use envelope::{Delivery, Envelope};
 pub use error::{JobError, QueueError};
-pub use job::{Job, JobType, OnboardJob, StatusUpdates};
+pub use job::{Inbound, Job, JobType, OnboardJob, StatusUpdates};
 pub use queue::{DeadJob, DeadPage, DeadSelector, JobQueue, Producer, QueueStats};
 pub use retry::RetryPolicy;
 

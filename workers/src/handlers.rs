@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use apalis::prelude::Data;
 use entities::onboard;
-use jobs::{Delivery, Job, JobError};
+use jobs::{Delivery, Inbound, Job, JobError};
 use tracing::Instrument;
 
 use crate::Ctx;
@@ -71,9 +71,10 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
                             }
                             other => classify(other),
                         })?;
-                    tracing::info!(status = %report.status, ?applied, "status report");
+                    tracing::info!(status = ?report.status, source = %report.source, ?applied, "status report");
                 }
             }
+            Job::ProcessInbound(inbound) => process_inbound(&ctx, &inbound).await?,
             Job::Onboard(job) => {
                 if let Err(e) = onboard::apply(&ctx.db, &job.request_id, &job.data).await {
                     let error = classify(e);
@@ -108,4 +109,38 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
     }
     .instrument(span)
     .await
+}
+
+async fn process_inbound(ctx: &Ctx, inbound: &Inbound) -> Result<(), JobError> {
+    match inbound {
+        Inbound::Sms(sms) => {
+            let received = entities::inbound::receive_sms(&ctx.db, sms)
+                .await
+                .map_err(classify)?;
+            tracing::info!(
+                recorded = received.recorded,
+                keyword = ?received.keyword,
+                "inbound SMS"
+            );
+        }
+        Inbound::Message(m) => {
+            let recorded = entities::inbound::process_message(&ctx.db, m)
+                .await
+                .map_err(classify)?;
+            tracing::info!(recorded, channel = %m.channel, "processed message");
+        }
+        Inbound::VoiceStatus(v) => {
+            // A callback without the client's number waits for the TwiML's RecordCall.
+            entities::calls::apply_voice_status(&ctx.db, v)
+                .await
+                .map_err(|e| match e {
+                    entities::Error::NotFound(what) => {
+                        JobError::Transient(format!("{what} is not recorded (yet)"))
+                    }
+                    other => classify(other),
+                })?;
+            tracing::info!(call_status = %v.call_status, "voice status");
+        }
+    }
+    Ok(())
 }

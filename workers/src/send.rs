@@ -127,15 +127,16 @@ pub async fn handle(ctx: &Ctx, job: &SendJob, attempt: u32) -> Result<(), JobErr
                         provider: Some(Provider::Sandbox),
                         provider_message_id: pid,
                     },
-                    status,
+                    status: Some(status),
                     error_code: code,
                     error_message: reason,
                     occurred_at: chrono::Utc::now(),
                     source: "provider".into(),
                     dedupe_key: format!("sandbox:{status}"),
+                    opt_out: None,
                 };
                 let job = Job::UpdateStatus(StatusUpdates {
-                    business_id: sent.business_id,
+                    business_id: Some(sent.business_id),
                     reports: vec![report],
                 });
                 if let Err(e) = ctx

@@ -4,16 +4,19 @@ pub mod admin;
 pub mod business;
 pub mod conversations;
 pub mod directory;
+pub mod email_hooks;
 pub mod health;
 mod idempotency;
 pub mod keys;
 pub mod messages;
+pub mod process;
 pub mod records;
 pub mod retry;
 pub mod schemas;
 pub mod send;
 pub mod session;
 pub mod status;
+pub mod twilio_hooks;
 pub mod voice;
 
 use std::sync::Arc;
@@ -49,6 +52,9 @@ pub enum ApiTags {
     BusinessStaffs,
     /// Browser calling (Twilio Voice).
     VoiceCalls,
+    /// Twilio's webhooks (signed with `X-Twilio-Signature`).
+    #[oai(rename = "twilio")]
+    Twilio,
 }
 
 pub type Apis = (
@@ -63,9 +69,15 @@ pub type Apis = (
     voice::TwimlApi,
     status::StatusApi,
     send::SendApi,
-    retry::RetryApi,
-    directory::DirectoryApi,
-    conversations::ConversationsApi,
+    // poem-openapi implements OpenApi for tuples of up to 16: the rest are nested.
+    (
+        retry::RetryApi,
+        directory::DirectoryApi,
+        conversations::ConversationsApi,
+        twilio_hooks::TwilioHooksApi,
+        email_hooks::EmailHooksApi,
+        process::ProcessApi,
+    ),
 );
 
 pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, ()> {
@@ -104,13 +116,24 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
             send::SendApi {
                 state: state.clone(),
             },
-            retry::RetryApi {
-                state: state.clone(),
-            },
-            directory::DirectoryApi {
-                state: state.clone(),
-            },
-            conversations::ConversationsApi { state },
+            (
+                retry::RetryApi {
+                    state: state.clone(),
+                },
+                directory::DirectoryApi {
+                    state: state.clone(),
+                },
+                conversations::ConversationsApi {
+                    state: state.clone(),
+                },
+                twilio_hooks::TwilioHooksApi {
+                    state: state.clone(),
+                },
+                email_hooks::EmailHooksApi {
+                    state: state.clone(),
+                },
+                process::ProcessApi { state },
+            ),
         ),
         "omega",
         env!("CARGO_PKG_VERSION"),

@@ -123,12 +123,13 @@ fn reports(business_id: i64, updates: Vec<StatusUpdateItem>) -> Vec<StatusReport
             );
             StatusReport {
                 message,
-                status: u.status,
+                status: Some(u.status),
                 error_code: u.error_code,
                 error_message: u.error_message,
                 occurred_at: u.occurred_at.unwrap_or(received),
                 source: "api".into(),
                 dedupe_key,
+                opt_out: None,
             }
         })
         .collect()
@@ -166,7 +167,7 @@ impl StatusApi {
             idempotency::once(state, auth.principal(), key, route, body_hash, || async {
                 let count = updates.len() as u32;
                 let job = Job::UpdateStatus(StatusUpdates {
-                    business_id,
+                    business_id: Some(business_id),
                     reports: reports(business_id, updates),
                 });
                 let request_id = uuid::Uuid::new_v4().to_string();

@@ -298,21 +298,14 @@ impl TwimlApi {
             }
         };
         // Verify against the account of the business the call names; nothing is done before.
-        let Some(creds) = self.state.twilio_for(business_id).await? else {
-            return Ok(forbidden(
-                "No Twilio account is configured for this business",
-            ));
-        };
-        let url = format!(
-            "{}{}",
-            self.state.settings.public_url.trim_end_matches('/'),
-            form.path_and_query
-        );
-        let valid = signature
-            .0
-            .as_deref()
-            .is_some_and(|sig| twilio::verify(&creds.auth_token, &url, &form.params, sig));
-        if !valid {
+        let signed = super::twilio_hooks::signed_by_account(
+            &self.state,
+            &form,
+            signature.0.as_deref(),
+            Some(business_id),
+        )
+        .await?;
+        if !signed {
             tracing::warn!(
                 business_id,
                 "voice webhook with a missing or wrong signature"

@@ -5,9 +5,11 @@
 2. end to end: N messages (requests of 1,000) through `omega worker` processes with the
    sandbox provider into Postgres: messages/s until every one is sent and delivered;
 3. backlog (optional, --backlog M): M messages queued with no worker running, then workers
-   start: it must drain without a dead job.
+   start: it must drain without a dead job;
+4. webhook intake: wrk POSTs Twilio status callbacks (`/twilio/sms/status`, a valid
+   X-Twilio-Signature) against the same ingress: requests/s, p50/p99, errors.
 """
-import argparse, json, os, re, subprocess, sys, tempfile, time, urllib.request
+import argparse, base64, hashlib, hmac, json, os, re, subprocess, sys, tempfile, time, urllib.parse, urllib.request
 
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, **kw).stdout
@@ -38,6 +40,30 @@ def wait_http(url, timeout=30):
             time.sleep(0.1)
     sys.exit(f"{url} did not come up")
 
+def wrk(lua_text, url, connections, duration, pid):
+    """Runs wrk with the given script; returns its summary line fields and the peak RSS of pid."""
+    lua = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    lua.write(lua_text)
+    lua.close()
+    sh(f"wrk -t1 -c16 -d3s -s {lua.name} {url}")  # warm up
+    peak = 0.0
+    out = subprocess.Popen(f"wrk -t2 -c{connections} -d{duration} --latency -s {lua.name} {url}",
+                           shell=True, stdout=subprocess.PIPE, text=True)
+    while out.poll() is None:
+        peak = max(peak, rss_mb(pid))
+        time.sleep(0.2)
+    text = out.stdout.read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p50 = re.search(r"50%\s+(\S+)", text).group(1)
+    p99 = re.search(r"99%\s+(\S+)", text).group(1)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sockerr = re.search(r"Socket errors: (.*)", text)
+    return (f"{rps:,.0f} req/s  p50 {p50}  p99 {p99}  non-2xx {errors.group(1) if errors else 0}"
+            f"  socket errors {sockerr.group(1) if sockerr else 'none'}", peak)
+
+TWILIO_ACCOUNT = "AC00000000000000000000000000000bench"
+TWILIO_TOKEN = "bench-auth-token-0123456789"
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", default="15s")
@@ -54,7 +80,10 @@ def main():
     env = dict(os.environ, OMEGA_DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}",
                OMEGA_REDIS_URL="redis://127.0.0.1:6379", OMEGA_REDIS_PREFIX=prefix,
                OMEGA_SECRET_KEY="MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=",
-               OMEGA_BOOTSTRAP_PLATFORM_KEY=platform, RUST_LOG="warn", OMEGA_DB_MAX_CONNECTIONS="32")
+               OMEGA_BOOTSTRAP_PLATFORM_KEY=platform, RUST_LOG="warn", OMEGA_DB_MAX_CONNECTIONS="32",
+               # Webhooks are signed with this account; sends still go to the sandbox.
+               OMEGA_TWILIO_ACCOUNT_SID=TWILIO_ACCOUNT, OMEGA_TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
+               OMEGA_DEFAULT_SMS_PROVIDER="sandbox", OMEGA_PUBLIC_URL="http://omega.bench")
     procs = []
     try:
         sh(f"{binary} migrate", env=env)
@@ -78,25 +107,21 @@ def main():
         key = sh(f"{binary} keys create --business 1 --name bench", env=env).strip()
 
         # 1. Ingress accept rate.
-        lua = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
         body = json.dumps({"category": "reminder", "location_id": 1, "messages": [{"client_id": 1, "to_number": "+14152000001", "message": "Your appointment is tomorrow at 3pm"}]})
-        lua.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\nwrk.headers["X-API-KEY"] = "{key}"\n')
-        lua.close()
-        sh(f"wrk -t1 -c16 -d3s -s {lua.name} {base}/businesses/1/sms/send")  # warm up
-        peak = [0.0]
-        out = subprocess.Popen(f"wrk -t2 -c{args.connections} -d{args.duration} --latency -s {lua.name} {base}/businesses/1/sms/send",
-                               shell=True, stdout=subprocess.PIPE, text=True)
-        while out.poll() is None:
-            peak[0] = max(peak[0], rss_mb(ingress.pid))
-            time.sleep(0.2)
-        text = out.stdout.read()
-        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-        p50 = re.search(r"50%\s+(\S+)", text).group(1)
-        p99 = re.search(r"99%\s+(\S+)", text).group(1)
-        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-        sockerr = re.search(r"Socket errors: (.*)", text)
-        print(f"ingress accept: {rps:,.0f} req/s  p50 {p50}  p99 {p99}  non-2xx {errors.group(1) if errors else 0}"
-              f"  socket errors {sockerr.group(1) if sockerr else 'none'}  ingress RSS peak {peak[0]:.0f} MB ({args.connections} connections, {args.duration})")
+        line, peak = wrk(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\nwrk.headers["X-API-KEY"] = "{key}"\n',
+                         f"{base}/businesses/1/sms/send", args.connections, args.duration, ingress.pid)
+        print(f"ingress accept: {line}  ingress RSS peak {peak:.0f} MB ({args.connections} connections, {args.duration})")
+
+        # 4 (run here, while no worker runs). Webhook intake: signed Twilio status callbacks.
+        params = [("AccountSid", TWILIO_ACCOUNT), ("From", "+14155550100"), ("MessageSid", "SMbench0000000000000000000000000001"),
+                  ("MessageStatus", "delivered"), ("To", "+14152000001")]
+        signed = "http://omega.bench/twilio/sms/status" + "".join(k + v for k, v in sorted(params))
+        signature = base64.b64encode(hmac.new(TWILIO_TOKEN.encode(), signed.encode(), hashlib.sha1).digest()).decode()
+        form = urllib.parse.urlencode(params)
+        line, peak = wrk(f'wrk.method = "POST"\nwrk.body = "{form}"\nwrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\nwrk.headers["X-Twilio-Signature"] = "{signature}"\n',
+                         f"{base}/twilio/sms/status", args.connections, args.duration, ingress.pid)
+        print(f"webhook intake (/twilio/sms/status, signed): {line}  ingress RSS peak {peak:.0f} MB")
+        sh(f"redis-cli --scan --pattern '{{{prefix}:update_status}}*' | xargs -r redis-cli del")
 
         # Clear the accept-rate jobs out of the way: their messages are measured separately.
         sh(f"redis-cli --scan --pattern '{{{prefix}:send_sms}}*' | xargs -r redis-cli del")

@@ -56,6 +56,7 @@ fn body_for(path: &str) -> Value {
 fn concrete(path: &str) -> String {
     let query = match path {
         "/voice-calls/token" => "?business_id=1&staff_id=789",
+        p if p.ends_with("/search") => "?q=gift",
         _ => "",
     };
     path.replace("{business_id}", "1")

@@ -271,7 +271,7 @@ pub async fn open_conversation(
     conversation_of(db, business_id, location_id, client_id, Utc::now()).await
 }
 
-/// A page of a conversation's timeline, newest first.
+/// The conversation and a page of its timeline, newest first.
 pub async fn conversation_messages(
     db: &impl ConnectionTrait,
     business_id: i64,
@@ -279,18 +279,17 @@ pub async fn conversation_messages(
     filter: crate::types::MessageFilterType,
     page: u64,
     page_size: u64,
-) -> Result<Option<(Vec<message::Model>, u64)>> {
+) -> Result<Option<(conversation::Model, Vec<message::Model>, u64)>> {
     use crate::types::MessageFilterType as F;
     use sea_orm::PaginatorTrait;
-    let exists = conversation::Entity::find()
+    let Some(found) = conversation::Entity::find()
         .filter(conversation::Column::BusinessId.eq(business_id))
         .filter(conversation::Column::Id.eq(conversation_id))
         .one(db)
         .await?
-        .is_some();
-    if !exists {
+    else {
         return Ok(None);
-    }
+    };
     let mut q = message::Entity::find()
         .filter(message::Column::BusinessId.eq(business_id))
         .filter(message::Column::ConversationId.eq(conversation_id));
@@ -310,7 +309,7 @@ pub async fn conversation_messages(
         .order_by_desc(message::Column::Id)
         .paginate(db, page_size);
     let total = paginator.num_items().await?;
-    Ok(Some((paginator.fetch_page(page - 1).await?, total)))
+    Ok(Some((found, paginator.fetch_page(page - 1).await?, total)))
 }
 
 /// The conversation, if it belongs to the business.

@@ -14,6 +14,7 @@ pub mod onboard;
 pub mod outbound;
 pub mod receipts;
 pub mod record;
+pub mod search;
 pub mod secrets;
 pub mod sessions;
 pub mod status;

@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_foundation;
 mod m0002_provider_credentials;
 mod m0003_conversation_events;
+mod m0004_message_search;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_foundation::Migration),
             Box::new(m0002_provider_credentials::Migration),
             Box::new(m0003_conversation_events::Migration),
+            Box::new(m0004_message_search::Migration),
         ]
     }
 }

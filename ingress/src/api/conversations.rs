@@ -34,6 +34,7 @@ impl Validate for ConversationCreateRequest {
     }
 }
 
+/// A conversation's detail, with its assignment and status history.
 #[derive(Debug, Object)]
 pub struct ConversationResponse {
     pub id: i64,
@@ -43,7 +44,55 @@ pub struct ConversationResponse {
     pub assigned_staff_id: Option<i64>,
     pub unread_count: i32,
     pub last_activity_at: DateTime<Utc>,
+    pub snoozed_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// Assignments and status changes, oldest first: who, when, from what to what.
+    pub events: Vec<ConversationEventItem>,
+}
+
+/// One assignment or status change of a conversation.
+#[derive(Debug, Object)]
+pub struct ConversationEventItem {
+    /// `assigned` or `status`.
+    pub kind: String,
+    /// The staff member who made the change, when known.
+    pub staff_id: Option<i64>,
+    /// The previous staff id or status (none when unassigned).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl ConversationResponse {
+    fn new(
+        c: entities::conversation::Model,
+        events: Vec<entities::conversation_event::Model>,
+    ) -> Result<Self, ApiError> {
+        Ok(ConversationResponse {
+            id: c.id,
+            client_id: c.client_id,
+            location_id: (c.location_key != 0).then_some(c.location_key),
+            status: c
+                .status
+                .parse()
+                .map_err(|e| ApiError::internal("stored conversation unreadable", e))?,
+            assigned_staff_id: c.assigned_staff_id,
+            unread_count: c.unread_count,
+            last_activity_at: c.last_activity_at,
+            snoozed_until: c.snoozed_until,
+            created_at: c.created_at,
+            events: events
+                .into_iter()
+                .map(|e| ConversationEventItem {
+                    kind: e.kind,
+                    staff_id: e.actor_staff_id,
+                    from: e.from_value,
+                    to: e.to_value,
+                    at: e.created_at,
+                })
+                .collect(),
+        })
+    }
 }
 
 #[derive(ApiResponse)]
@@ -63,6 +112,10 @@ pub struct PaginatedMessages {
     pub page_size: u64,
     pub total: u64,
     pub total_pages: u64,
+    /// The conversation's detail (status, assignment and their history), on a
+    /// conversation's timeline; absent on search results.
+    #[oai(skip_serializing_if_is_none)]
+    pub conversation: Option<ConversationResponse>,
 }
 
 /// An internal note: in the timeline, never sent to the client.
@@ -250,19 +303,8 @@ impl ConversationsApi {
             req.location_id,
         )
         .await?;
-        let response = ConversationResponse {
-            id: c.id,
-            client_id: c.client_id,
-            location_id: (c.location_key != 0).then_some(c.location_key),
-            status: c
-                .status
-                .parse()
-                .map_err(|e| ApiError::internal("stored conversation unreadable", e))?,
-            assigned_staff_id: c.assigned_staff_id,
-            unread_count: c.unread_count,
-            last_activity_at: c.last_activity_at,
-            created_at: c.created_at,
-        };
+        let events = inbox::conversation_events(&self.state.db, c.id).await?;
+        let response = ConversationResponse::new(c, events)?;
         Ok(if created {
             ConversationOpened::Created(Json(response))
         } else {
@@ -617,7 +659,7 @@ impl ConversationsApi {
         self.state.require_business_exists(business_id.0).await?;
         let db = &self.state.db;
         let filter = filter.0.unwrap_or(MessageFilterType::All);
-        let (rows, total) = inbox::conversation_messages(
+        let (conversation, rows, total) = inbox::conversation_messages(
             db,
             business_id.0,
             conversation_id.0,
@@ -640,12 +682,14 @@ impl ConversationsApi {
                     .map_err(|e| ApiError::internal("stored message unreadable", e))?,
             );
         }
+        let events = inbox::conversation_events(db, conversation.id).await?;
         Ok(Json(PaginatedMessages {
             items,
             page: page.0,
             page_size: page_size.0,
             total,
             total_pages: total.div_ceil(page_size.0),
+            conversation: Some(ConversationResponse::new(conversation, events)?),
         }))
     }
 }

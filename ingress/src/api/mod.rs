@@ -13,6 +13,7 @@ pub mod process;
 pub mod records;
 pub mod retry;
 pub mod schemas;
+pub mod search;
 pub mod send;
 pub mod session;
 pub mod status;
@@ -77,6 +78,7 @@ pub type Apis = (
         twilio_hooks::TwilioHooksApi,
         email_hooks::EmailHooksApi,
         process::ProcessApi,
+        search::SearchApi,
     ),
 );
 
@@ -132,7 +134,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
                 email_hooks::EmailHooksApi {
                     state: state.clone(),
                 },
-                process::ProcessApi { state },
+                process::ProcessApi {
+                    state: state.clone(),
+                },
+                search::SearchApi { state },
             ),
         ),
         "omega",

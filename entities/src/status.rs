@@ -5,8 +5,10 @@
 //! kept in the history too, with the message's status unchanged.
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    EntityTrait, QueryFilter, Set, TryInsertResult, sea_query::OnConflict,
+    ActiveValue::NotSet,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+    TryInsertResult,
+    sea_query::{Expr, OnConflict},
 };
 use serde::{Deserialize, Serialize};
 
@@ -129,22 +131,44 @@ pub async fn apply(db: &DatabaseConnection, report: &StatusReport) -> Result<App
         )
         .await?;
     }
-    let advanced = report.status.filter(|s| s.rank() > current.rank());
-    if let Some(status) = advanced {
-        let mut row: message::ActiveModel = msg.into();
-        row.status = Set(status.as_str().into());
+    // The move forward is decided by the database against the row as it is now (another
+    // report may have moved it since it was read): concurrent reports never move it back.
+    let mut advanced = false;
+    if let Some(status) = report.status.filter(|s| s.rank() > current.rank()) {
+        let behind: Vec<&str> = MessageStatus::ALL
+            .iter()
+            .filter(|s| s.rank() < status.rank())
+            .map(|s| s.as_str())
+            .collect();
+        let mut update = message::Entity::update_many()
+            .col_expr(message::Column::Status, Expr::value(status.as_str()))
+            .col_expr(message::Column::UpdatedAt, Expr::value(now));
         if report.error_code.is_some() || report.error_message.is_some() {
-            row.error_code = Set(report.error_code.clone());
-            row.error_message = Set(report.error_message.clone());
+            update = update
+                .col_expr(
+                    message::Column::ErrorCode,
+                    Expr::value(report.error_code.clone()),
+                )
+                .col_expr(
+                    message::Column::ErrorMessage,
+                    Expr::value(report.error_message.clone()),
+                );
         }
         if status == MessageStatus::Delivered {
-            row.delivered_at = Set(Some(report.occurred_at));
+            update = update.col_expr(
+                message::Column::DeliveredAt,
+                Expr::value(Some(report.occurred_at)),
+            );
         }
-        row.updated_at = Set(now);
-        row.update(&txn).await?;
+        let result = update
+            .filter(message::Column::Id.eq(msg.id))
+            .filter(message::Column::Status.is_in(behind))
+            .exec(&txn)
+            .await?;
+        advanced = result.rows_affected > 0;
     }
     txn.commit().await?;
-    Ok(if advanced.is_some() {
+    Ok(if advanced {
         Applied::Advanced
     } else {
         Applied::Kept

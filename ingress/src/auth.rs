@@ -13,7 +13,15 @@ use poem_openapi::auth::ApiKey;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use subtle::ConstantTimeEq;
 
+use crate::cache::TtlCache;
 use crate::error::{ApiError, AuthUnavailable, Forbidden};
+
+/// A credential lookup that failed: logged, and answered 503 (not 401: the credential may
+/// be good).
+fn unavailable(e: impl std::fmt::Display) -> AuthUnavailable {
+    tracing::error!(error = %e, "credential lookup failed");
+    AuthUnavailable
+}
 use crate::state::AppState;
 
 /// How long a credential lookup is trusted; bounds how late a revocation takes effect.
@@ -146,49 +154,6 @@ async fn check_bearer(
     state(req)?.credentials.session(&bearer.token).await
 }
 
-/// A looked-up credential, trusted for `CACHE_TTL`. `None` values (no such credential) are
-/// cached too, so a flood of bogus credentials does not reach the database.
-struct TtlCache<V> {
-    entries: RwLock<HashMap<String, (V, Instant)>>,
-}
-
-impl<V: Clone> TtlCache<V> {
-    fn new() -> Self {
-        TtlCache {
-            entries: RwLock::new(HashMap::new()),
-        }
-    }
-
-    /// The cached value for `key`, or `load`'s (then cached).
-    async fn get_or_load<F, E>(&self, key: &str, load: F) -> poem::Result<V>
-    where
-        F: std::future::Future<Output = Result<V, E>>,
-        E: std::fmt::Display,
-    {
-        let cached = self
-            .entries
-            .read()
-            .expect("credential cache poisoned")
-            .get(key)
-            .cloned();
-        if let Some((value, fetched)) = cached
-            && fetched.elapsed() < CACHE_TTL
-        {
-            return Ok(value);
-        }
-        let value = load.await.map_err(|e| {
-            tracing::error!(error = %e, "credential lookup failed");
-            AuthUnavailable
-        })?;
-        let mut entries = self.entries.write().expect("credential cache poisoned");
-        if entries.len() >= CACHE_MAX {
-            entries.clear();
-        }
-        entries.insert(key.to_owned(), (value.clone(), Instant::now()));
-        Ok(value)
-    }
-}
-
 /// What a key lookup needs to check a presented key.
 #[derive(Clone)]
 struct StoredKey {
@@ -206,8 +171,8 @@ struct StoredSession {
 
 pub struct Credentials {
     db: DatabaseConnection,
-    keys: TtlCache<Option<StoredKey>>,
-    sessions: TtlCache<Option<StoredSession>>,
+    keys: TtlCache<String, Option<StoredKey>>,
+    sessions: TtlCache<String, Option<StoredSession>>,
     touched: RwLock<HashMap<i64, Instant>>,
 }
 
@@ -215,8 +180,8 @@ impl Credentials {
     pub fn new(db: DatabaseConnection) -> Self {
         Credentials {
             db,
-            keys: TtlCache::new(),
-            sessions: TtlCache::new(),
+            keys: TtlCache::new(CACHE_TTL, CACHE_MAX),
+            sessions: TtlCache::new(CACHE_TTL, CACHE_MAX),
             touched: Default::default(),
         }
     }
@@ -237,7 +202,8 @@ impl Credentials {
                     revoked: row.revoked_at.is_some(),
                 }))
             })
-            .await?;
+            .await
+            .map_err(unavailable)?;
         let Some(key) = stored else {
             return Err(poem_openapi::error::AuthorizationError.into());
         };
@@ -299,7 +265,8 @@ impl Credentials {
                     }
                 }))
             })
-            .await?;
+            .await
+            .map_err(unavailable)?;
         match stored {
             Some(s) if s.expires_at > Utc::now() => Ok(s.principal),
             _ => Err(poem_openapi::error::AuthorizationError.into()),

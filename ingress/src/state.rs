@@ -6,6 +6,12 @@ use jobs::Producer;
 use sea_orm::DatabaseConnection;
 
 use crate::auth::Credentials;
+use crate::cache::TtlCache;
+
+/// How long a number's owner or a business's Twilio account is trusted (onboarding changes
+/// apply within this time).
+const LOOKUP_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+const LOOKUP_MAX: usize = 100_000;
 use crate::error::ApiError;
 
 /// Settings of the ingress that come from the configuration.
@@ -59,6 +65,10 @@ pub struct AppState {
     pub credentials: Credentials,
     /// Verifies SNS deliveries (SES events) and caches SNS certificates.
     pub sns: crate::sns::SnsVerifier,
+    /// Which location owns a phone number (webhooks name businesses by their numbers).
+    numbers: TtlCache<String, Option<entities::location::Model>>,
+    /// Each business's Twilio account (its own, else the global one), opened.
+    twilio_accounts: TtlCache<i64, Option<entities::credentials::TwilioCredentials>>,
     /// Businesses known to exist. They are never deleted, so a hit needs no database read.
     known_businesses: RwLock<HashSet<i64>>,
 }
@@ -71,6 +81,8 @@ impl AppState {
                 settings.email_webhooks.sns_trusted_cert_prefix.clone(),
             ),
             settings,
+            numbers: TtlCache::new(LOOKUP_TTL, LOOKUP_MAX),
+            twilio_accounts: TtlCache::new(LOOKUP_TTL, LOOKUP_MAX),
             credentials: Credentials::new(db.clone()),
             db,
             producer,
@@ -78,8 +90,31 @@ impl AppState {
         }
     }
 
+    /// The location a phone number (E.164) belongs to.
+    pub async fn location_by_number(
+        &self,
+        number: &str,
+    ) -> Result<Option<entities::location::Model>, ApiError> {
+        self.numbers
+            .get_or_load(number, async {
+                entities::calls::location_by_number(&self.db, number)
+                    .await
+                    .map_err(ApiError::from)
+            })
+            .await
+    }
+
     /// The Twilio account for a business: its own (from onboarding), else the global one.
     pub async fn twilio_for(
+        &self,
+        business_id: i64,
+    ) -> Result<Option<entities::credentials::TwilioCredentials>, ApiError> {
+        self.twilio_accounts
+            .get_or_load(&business_id, self.load_twilio(business_id))
+            .await
+    }
+
+    async fn load_twilio(
         &self,
         business_id: i64,
     ) -> Result<Option<entities::credentials::TwilioCredentials>, ApiError> {

@@ -71,7 +71,7 @@ async fn location_of(
     number: Option<&str>,
 ) -> Result<Option<entities::location::Model>, ApiError> {
     match number.and_then(normalize_phone) {
-        Some(n) => Ok(entities::calls::location_by_number(&state.db, &n).await?),
+        Some(n) => state.location_by_number(&n).await,
         None => Ok(None),
     }
 }

@@ -168,7 +168,7 @@ impl TwimlApi {
         let Some(to) = form.get("To").and_then(normalize_phone) else {
             return Ok(None);
         };
-        let location = calls::location_by_number(&self.state.db, &to).await?;
+        let location = self.state.location_by_number(&to).await?;
         Ok(location.map(|l| CallKind::Incoming {
             business_id: l.business_id,
             location_id: l.id,

@@ -82,6 +82,9 @@ def seed(db):
            JOIN conversations c ON c.id = 1 + (m - 1) % {CONVERSATIONS}
            CROSS JOIN LATERAL (SELECT (ARRAY['sms','sms','sms','sms','sms','sms','email','email','email','note','voice'])[1 + m % 11] AS ch) x""",
         "CREATE INDEX idx_messages_search ON messages USING GIN (search)",
+        """UPDATE conversations c SET channels = x.bits FROM (SELECT conversation_id, bit_or(CASE channel WHEN 'sms' THEN 1
+               WHEN 'email' THEN 2 WHEN 'voice' THEN 4 ELSE 8 END) AS bits FROM messages GROUP BY conversation_id) x
+           WHERE x.conversation_id = c.id""",
         "SELECT setval(pg_get_serial_sequence('messages', 'id'), (SELECT max(id) FROM messages))",
         "SELECT setval(pg_get_serial_sequence('conversations', 'id'), (SELECT max(id) FROM conversations))",
         "VACUUM ANALYZE",

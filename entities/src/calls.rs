@@ -94,7 +94,15 @@ pub async fn record_call(db: &DatabaseConnection, call: &CallRecord) -> Result<b
         TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(false),
     };
     crate::inbox::append_event(&txn, message_id, status, None, "provider", call.at).await?;
-    touch_conversation(&txn, conversation.id, message_id, call.at, inbound).await?;
+    touch_conversation(
+        &txn,
+        conversation.id,
+        message_id,
+        call.at,
+        inbound,
+        Channel::Voice,
+    )
+    .await?;
     txn.commit().await?;
     Ok(true)
 }

@@ -245,14 +245,9 @@ pub async fn conversation_page(
     }
     if let Some(ch) = f.channel {
         q = q.filter(
-            conversation::Column::Id.in_subquery(
-                Query::select()
-                    .column(message::Column::ConversationId)
-                    .from(message::Entity)
-                    .and_where(message::Column::BusinessId.eq(business_id))
-                    .and_where(message::Column::Channel.eq(ch.as_str()))
-                    .to_owned(),
-            ),
+            Expr::col(conversation::Column::Channels)
+                .bit_and(ch.bit())
+                .ne(0),
         );
     }
     if let Some(text) = f.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
@@ -322,65 +317,87 @@ pub struct FilterCounts {
     pub unread: u64,
 }
 
+/// One group of a business's conversations (a location and a status) with the counts the
+/// filters need, all read in one pass over a covering index.
+#[derive(Debug, FromQueryResult)]
+struct CountGroup {
+    location_key: i64,
+    status: String,
+    n: i64,
+    unassigned: i64,
+    mine: i64,
+    unread: i64,
+    sms: i64,
+    email: i64,
+    voice: i64,
+    note: i64,
+}
+
 pub async fn filter_counts(
     db: &impl ConnectionTrait,
     business_id: i64,
     me: Option<i64>,
 ) -> Result<FilterCounts> {
-    let base =
-        || conversation::Entity::find().filter(conversation::Column::BusinessId.eq(business_id));
-    let group = |col: conversation::Column| {
-        base()
-            .select_only()
-            .column_as(Expr::col(col).cast_as("TEXT"), "key")
-            .column_as(Expr::cust("COUNT(*)"), "n")
-            .group_by(col)
-            .into_model::<KeyCount>()
+    use crate::types::Channel;
+    let sum = |condition: String| {
+        Expr::cust(format!(
+            "CAST(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) AS BIGINT)"
+        ))
     };
-    let total = base().count(db).await?;
-    let by_status = group(conversation::Column::Status).all(db).await?;
-    let by_location = group(conversation::Column::LocationKey).all(db).await?;
-    let unassigned = base()
-        .filter(conversation::Column::AssignedStaffId.is_null())
-        .count(db)
-        .await?;
+    let channel = |c: Channel| sum(format!("(\"channels\" & {}) <> 0", c.bit()));
+    // `me` is an integer from the request, never text: safe to write into the SQL.
     let mine = match me {
-        Some(s) => Some(
-            base()
-                .filter(conversation::Column::AssignedStaffId.eq(s))
-                .count(db)
-                .await?,
-        ),
-        None => None,
+        Some(s) => format!("\"assigned_staff_id\" = {s}"),
+        None => "1 = 0".to_owned(),
     };
-    let unread = base()
-        .filter(conversation::Column::UnreadCount.gt(0))
-        .count(db)
-        .await?;
-    let by_channel = message::Entity::find()
+    let groups = conversation::Entity::find()
         .select_only()
-        .column_as(Expr::col(message::Column::Channel), "key")
-        .column_as(Expr::cust("COUNT(DISTINCT conversation_id)"), "n")
-        .filter(message::Column::BusinessId.eq(business_id))
-        .group_by(message::Column::Channel)
-        .into_model::<KeyCount>()
+        .column(conversation::Column::LocationKey)
+        .column(conversation::Column::Status)
+        .column_as(Expr::cust("COUNT(*)"), "n")
+        .column_as(sum("\"assigned_staff_id\" IS NULL".into()), "unassigned")
+        .column_as(sum(mine), "mine")
+        .column_as(sum("\"unread_count\" > 0".into()), "unread")
+        .column_as(channel(Channel::Sms), "sms")
+        .column_as(channel(Channel::Email), "email")
+        .column_as(channel(Channel::Voice), "voice")
+        .column_as(channel(Channel::Note), "note")
+        .filter(conversation::Column::BusinessId.eq(business_id))
+        .group_by(conversation::Column::LocationKey)
+        .group_by(conversation::Column::Status)
+        .into_model::<CountGroup>()
         .all(db)
         .await?;
-    let pairs = |rows: Vec<KeyCount>| -> Vec<(String, u64)> {
-        rows.into_iter()
-            .map(|r| (r.key.unwrap_or_default(), r.n as u64))
-            .collect()
+    let mut counts = FilterCounts {
+        mine: me.map(|_| 0),
+        ..Default::default()
     };
-    Ok(FilterCounts {
-        total,
-        by_status: pairs(by_status),
-        unassigned,
-        mine,
-        by_location: pairs(by_location)
-            .into_iter()
-            .filter_map(|(k, n)| k.parse::<i64>().ok().filter(|l| *l != 0).map(|l| (l, n)))
-            .collect(),
-        by_channel: pairs(by_channel),
-        unread,
-    })
+    let mut by_status = std::collections::BTreeMap::<String, u64>::new();
+    let mut by_location = std::collections::BTreeMap::<i64, u64>::new();
+    let mut by_channel = [0u64; 4];
+    for g in groups {
+        let n = g.n as u64;
+        counts.total += n;
+        counts.unassigned += g.unassigned as u64;
+        counts.unread += g.unread as u64;
+        if let Some(m) = counts.mine.as_mut() {
+            *m += g.mine as u64;
+        }
+        *by_status.entry(g.status).or_default() += n;
+        if g.location_key != 0 {
+            *by_location.entry(g.location_key).or_default() += n;
+        }
+        for (i, c) in [g.sms, g.email, g.voice, g.note].into_iter().enumerate() {
+            by_channel[i] += c as u64;
+        }
+    }
+    counts.by_status = by_status.into_iter().collect();
+    counts.by_location = by_location.into_iter().collect();
+    counts.by_channel = [Channel::Sms, Channel::Email, Channel::Voice, Channel::Note]
+        .into_iter()
+        .zip(by_channel)
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| (c.as_str().to_owned(), n))
+        .collect();
+    Ok(counts)
 }

@@ -155,6 +155,7 @@ async fn conversation_of(
         last_message_id: Set(None),
         last_activity_at: Set(at),
         snoozed_until: Set(None),
+        channels: Set(0),
         created_at: Set(now),
         updated_at: Set(now),
         ..Default::default()
@@ -178,20 +179,36 @@ async fn conversation_of(
     Ok((found, created))
 }
 
-/// Moves a conversation's last activity forward to a new message; an inbound message also
-/// counts as unread and reopens a resolved or snoozed conversation.
+/// Moves a conversation's last activity forward to a new message and notes its channel; an
+/// inbound message also counts as unread and reopens a resolved or snoozed conversation.
 pub async fn touch_conversation(
     db: &impl ConnectionTrait,
     conversation_id: i64,
     message_id: i64,
     at: DateTime<Utc>,
     inbound: bool,
+    channel: Channel,
 ) -> Result<()> {
+    // One statement: every SET reads the row as it was, so both CASEs agree.
+    let newer = Expr::col(conversation::Column::LastActivityAt).lte(at);
     conversation::Entity::update_many()
-        .col_expr(conversation::Column::LastMessageId, Expr::value(message_id))
-        .col_expr(conversation::Column::LastActivityAt, Expr::value(at))
+        .col_expr(
+            conversation::Column::Channels,
+            Expr::col(conversation::Column::Channels).bit_or(channel.bit()),
+        )
+        .col_expr(
+            conversation::Column::LastMessageId,
+            Expr::case(newer.clone(), message_id)
+                .finally(Expr::col(conversation::Column::LastMessageId))
+                .into(),
+        )
+        .col_expr(
+            conversation::Column::LastActivityAt,
+            Expr::case(newer, at)
+                .finally(Expr::col(conversation::Column::LastActivityAt))
+                .into(),
+        )
         .filter(conversation::Column::Id.eq(conversation_id))
-        .filter(conversation::Column::LastActivityAt.lte(at))
         .exec(db)
         .await?;
     if inbound {
@@ -408,7 +425,7 @@ pub async fn add_note(
     let inserted = message::Entity::insert(row)
         .exec_with_returning(&txn)
         .await?;
-    touch_conversation(&txn, c.id, inserted.id, now, false).await?;
+    touch_conversation(&txn, c.id, inserted.id, now, false, Channel::Note).await?;
     txn.commit().await?;
     Ok(inserted)
 }

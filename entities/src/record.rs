@@ -203,7 +203,7 @@ pub(crate) async fn record_one(
         TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(false),
     };
     crate::inbox::append_event(db, message_id, item.status, None, "record", at).await?;
-    touch_conversation(db, conversation.id, message_id, at, inbound).await?;
+    touch_conversation(db, conversation.id, message_id, at, inbound, batch.channel).await?;
     Ok(true)
 }
 

@@ -73,6 +73,18 @@ string_enum!(ExternalEmailProvider {
     Sendgrid => "sendgrid", Mailgun => "mailgun", Ses => "ses", Postmark => "postmark",
 });
 
+impl Channel {
+    /// The channel's bit in `conversations.channels`.
+    pub fn bit(self) -> i32 {
+        match self {
+            Channel::Sms => 1,
+            Channel::Email => 2,
+            Channel::Voice => 4,
+            Channel::Note => 8,
+        }
+    }
+}
+
 impl MessageStatus {
     /// Position in the forward-only order; statuses of one rank are terminal alternatives.
     pub fn rank(self) -> u8 {

@@ -5,6 +5,7 @@ mod m0001_foundation;
 mod m0002_provider_credentials;
 mod m0003_conversation_events;
 mod m0004_message_search;
+mod m0005_conversation_channels;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_provider_credentials::Migration),
             Box::new(m0003_conversation_events::Migration),
             Box::new(m0004_message_search::Migration),
+            Box::new(m0005_conversation_channels::Migration),
         ]
     }
 }

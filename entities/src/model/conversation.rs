@@ -19,6 +19,10 @@ pub struct Model {
     pub last_message_id: Option<i64>,
     pub last_activity_at: DateTimeUtc,
     pub snoozed_until: Option<DateTimeUtc>,
+    /// The channels its messages used, as bits (`types::Channel::bit`): filters and their
+    /// counts read this instead of the messages.
+    #[sea_orm(default_value = 0)]
+    pub channels: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -72,7 +72,7 @@ def seed(db):
                CASE WHEN m % 2 = 0 THEN 'client' ELSE 'staff' END, NULL, NULL,
                CASE ch WHEN 'email' THEN 'sendgrid' WHEN 'note' THEN NULL ELSE 'twilio' END, 'P' || m, NULL, NULL, NULL,
                CASE ch WHEN 'email' THEN ({vocab})[1 + (m * 13) % {n}] || ' ' || ({vocab})[1 + (m * 17) % {n}] ELSE NULL END,
-               (SELECT string_agg(({vocab})[1 + ((m::bigint * 31 + k * 7919) * 2654435761) % {n}], ' ') FROM generate_series(1, 12) k),
+               (SELECT string_agg(({vocab})[1 + abs(hashint8(m::bigint * 16 + k)) % {n}], ' ') FROM generate_series(1, 12) k),
                NULL, NULL, '[]', '[]', '[]',
                CASE WHEN m % 2 = 0 THEN 'received' WHEN m % 50 = 1 THEN 'failed' ELSE 'delivered' END, NULL, NULL,
                NOT (m % 2 = 0 AND c.unread_count > 0 AND m > {MESSAGES - 3 * CONVERSATIONS}), '{{}}',

@@ -727,12 +727,48 @@ async fn read_state_keeps_unread_counts_true(d: Deployment) {
                 read(json!({"is_read": true, "channel": "sms"})).await;
             }
         }
+        if round % 3 == 0 {
+            // Status and assignment moves too: the filter counts' cells must follow.
+            let path = format!("/businesses/1/conversations/{conv}");
+            let status = ["resolved", "pending", "open"][(round / 3) as usize % 3];
+            app.post(
+                &format!("{path}/status"),
+                Some(PLATFORM_KEY),
+                &json!({"status": status}),
+            )
+            .await;
+            let staff = if round % 2 == 0 {
+                json!(789)
+            } else {
+                Value::Null
+            };
+            app.post(
+                &format!("{path}/assign"),
+                Some(PLATFORM_KEY),
+                &json!({"staff_id": staff}),
+            )
+            .await;
+        }
         assert_eq!(recount().await, 0, "drift after round {round}");
         assert_eq!(
             app.count("SELECT COUNT(*) FROM conversations WHERE unread_count < 0")
                 .await,
             0
         );
+        // The filter counts' cells equal a recount of the conversations.
+        let cells_drift = app
+            .count(
+                "SELECT COUNT(*) FROM (SELECT business_id, location_key, status, \
+                   CASE WHEN assigned_staff_id IS NULL THEN 1 ELSE 0 END AS u, \
+                   CASE WHEN unread_count > 0 THEN 1 ELSE 0 END AS r, channels, COUNT(*) AS n \
+                 FROM conversations GROUP BY 1, 2, 3, 4, 5, 6) t \
+                 FULL OUTER JOIN (SELECT * FROM conversation_cells WHERE n > 0) c \
+                 ON c.business_id = t.business_id AND c.location_key = t.location_key AND c.status = t.status \
+                   AND c.unassigned = t.u AND c.unread = t.r AND c.channels = t.channels \
+                 WHERE t.n IS NULL OR c.n IS NULL OR t.n <> c.n",
+            )
+            .await;
+        assert_eq!(cells_drift, 0, "filter cells drift after round {round}");
     }
     let resp = app
         .post(

@@ -3,7 +3,8 @@
 //! FTS5 index). Every word must match, case-insensitive; newest first.
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait,
 };
 
 use crate::types::Channel;
@@ -11,6 +12,9 @@ use crate::{Result, message};
 
 /// The most words a query may have (each must match).
 pub const MAX_WORDS: usize = 10;
+/// Matches are counted up to this many: an exact count of a common word's 50,000 matches
+/// would read every one of them, for a number no one pages through.
+pub const COUNT_CAP: u64 = 1000;
 
 /// The words of a query as both indexes see them: runs of letters and digits, lower-cased.
 pub fn words(q: &str) -> Vec<String> {
@@ -30,7 +34,7 @@ pub struct SearchScope {
 }
 
 /// A page of the business's (or one conversation's) messages containing every word, newest
-/// first, and how many there are. `words` must not be empty.
+/// first, and how many there are, counted up to `COUNT_CAP`. `words` must not be empty.
 pub async fn search_messages(
     db: &impl ConnectionTrait,
     scope: &SearchScope,
@@ -68,12 +72,30 @@ pub async fn search_messages(
     if let Some(ch) = scope.channel {
         q = q.filter(message::Column::Channel.eq(ch.as_str()));
     }
-    let pages = q
+    let counted = q
+        .clone()
+        .select_only()
+        .column(message::Column::Id)
+        .limit(COUNT_CAP)
+        .into_query();
+    let count = sea_orm::sea_query::Query::select()
+        .expr_as(Expr::cust("COUNT(*)"), sea_orm::sea_query::Alias::new("n"))
+        .from_subquery(counted, sea_orm::sea_query::Alias::new("matches"))
+        .to_owned();
+    let total = db
+        .query_one(&count)
+        .await?
+        .map(|row| row.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0) as u64;
+    let rows = q
         .order_by_desc(message::Column::CreatedAt)
         .order_by_desc(message::Column::Id)
-        .paginate(db, page_size);
-    let total = pages.num_items().await?;
-    Ok((pages.fetch_page(page.saturating_sub(1)).await?, total))
+        .offset(page.saturating_sub(1) * page_size)
+        .limit(page_size)
+        .all(db)
+        .await?;
+    Ok((rows, total))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod m0002_provider_credentials;
 mod m0003_conversation_events;
 mod m0004_message_search;
 mod m0005_conversation_channels;
+mod m0006_conversation_cells;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_conversation_events::Migration),
             Box::new(m0004_message_search::Migration),
             Box::new(m0005_conversation_channels::Migration),
+            Box::new(m0006_conversation_cells::Migration),
         ]
     }
 }

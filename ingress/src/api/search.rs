@@ -67,7 +67,8 @@ impl SearchApi {
     ///
     /// `q`: words (letters and digits; at most 10 are used), all of which must appear in the
     /// subject or body, in any case. Newest first. Uses the full-text index (Postgres GIN,
-    /// SQLite FTS5), never a scan.
+    /// SQLite FTS5), never a scan. `total` counts matches up to 1,000 (a larger result says
+    /// 1,000: refine the words rather than page that far).
     #[oai(
         path = "/businesses/:business_id/conversations/:conversation_id/messages/search",
         method = "get",

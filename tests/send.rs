@@ -801,3 +801,72 @@ async fn retry_after_is_honoured() {
     let waited = *AFTER_429.get().unwrap() - *FIRST_429.get().unwrap();
     assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_with_its_own_twilio_account_sends_through_it_by_default() {
+    let seen = Seen::default();
+    let base = mock(
+        Route::new().at(
+            "/2010-04-01/Accounts/:sid/Messages.json",
+            poem::post(twilio_mock),
+        ),
+        seen.clone(),
+    )
+    .await;
+    let mut sandbox = Sandbox::new(Deployment::Embedded).await;
+    // The deployment's default is the sandbox; business 2 brings its own account.
+    sandbox.set("OMEGA_DEFAULT_SMS_PROVIDER", "sandbox");
+    sandbox.set("OMEGA_TWILIO_API_BASE", &base);
+    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
+    app.onboard(1).await;
+    let mut body = common::onboard_body(2, "Own Account Spa");
+    body["providers"] = json!({"twilio": {"account_sid": "AC00000000000000000000000000000099", "auth_token": "own-token-0123456789"}});
+    let resp = app
+        .post("/business/onboard", Some(PLATFORM_KEY), &body)
+        .await;
+    assert_eq!(resp.status(), 202);
+    wait_for("business 2", Duration::from_secs(20), || async {
+        let v: Value = app
+            .get("/business/2/onboarding-status", Some(PLATFORM_KEY))
+            .await
+            .json()
+            .await
+            .unwrap();
+        (v["status"] == "completed").then_some(())
+    })
+    .await;
+    let send = |business: i64| {
+        let app = &app;
+        async move {
+            let body = json!({"category": "conversation", "location_id": 10, "messages": [
+                {"client_id": 5, "to_number": "+14155550123", "message": format!("from {business}")}]});
+            let ok: Value = app
+                .post(
+                    &format!("/businesses/{business}/sms/send"),
+                    Some(PLATFORM_KEY),
+                    &body,
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            let request_id = ok["request_id"].as_str().unwrap();
+            wait_for("the send", Duration::from_secs(20), || async {
+                let v = app.request_messages(business, request_id, 1).await;
+                let m = &v["messages"][0];
+                m["provider_message_id"]
+                    .is_string()
+                    .then(|| m["provider"].as_str().unwrap().to_owned())
+            })
+            .await
+        }
+    };
+    assert_eq!(send(2).await, "twilio", "the business's own account");
+    assert_eq!(send(1).await, "sandbox", "the deployment's default");
+    let requests = seen.0.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].0,
+        "/2010-04-01/Accounts/AC00000000000000000000000000000099/Messages.json"
+    );
+}

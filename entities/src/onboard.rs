@@ -37,6 +37,10 @@ pub struct SealedCredential {
     /// `twilio` or `email`.
     pub kind: String,
     pub sealed: String,
+    /// The provider these credentials are for (not secret): it becomes the business's
+    /// default for the channel.
+    #[serde(default)]
+    pub provider: Option<crate::types::Provider>,
 }
 
 impl std::fmt::Debug for SealedCredential {
@@ -180,22 +184,39 @@ pub async fn apply(db: &DatabaseConnection, request_id: &str, data: &Onboarding)
 async fn upsert(db: &impl ConnectionTrait, data: &Onboarding) -> Result<()> {
     let now = Utc::now();
     let b = data.business_id;
+    // The providers of the business's own accounts are its defaults; onboarding again
+    // without an account keeps the earlier default.
+    let default_for = |kind: &str| {
+        data.credentials
+            .iter()
+            .find(|c| c.kind == kind)
+            .and_then(|c| c.provider)
+            .map(|p| p.as_str().to_owned())
+    };
+    let (sms_default, email_default) = (default_for("twilio"), default_for("email"));
+    let mut update = vec![
+        business::Column::Name,
+        business::Column::Timezone,
+        business::Column::UpdatedAt,
+    ];
+    if sms_default.is_some() {
+        update.push(business::Column::DefaultSmsProvider);
+    }
+    if email_default.is_some() {
+        update.push(business::Column::DefaultEmailProvider);
+    }
     business::Entity::insert(business::ActiveModel {
         id: Set(b),
         name: Set(data.name.clone()),
         timezone: Set(data.timezone.clone()),
-        default_sms_provider: Set(None),
-        default_email_provider: Set(None),
+        default_sms_provider: Set(sms_default),
+        default_email_provider: Set(email_default),
         created_at: Set(now),
         updated_at: Set(now),
     })
     .on_conflict(
         OnConflict::column(business::Column::Id)
-            .update_columns([
-                business::Column::Name,
-                business::Column::Timezone,
-                business::Column::UpdatedAt,
-            ])
+            .update_columns(update)
             .to_owned(),
     )
     .exec_without_returning(db)

@@ -75,8 +75,29 @@ impl ProviderSettings {
         serde_json::from_slice(&plain).ok()
     }
 
-    /// The provider for a message: the one requested, else the configured default, else the
-    /// real provider when credentials exist, else the sandbox. Err: why it cannot be used.
+    /// The business's default provider for a channel (set from its own accounts at
+    /// onboarding).
+    async fn business_default(
+        &self,
+        db: &DatabaseConnection,
+        business_id: i64,
+        channel: Channel,
+    ) -> Option<Provider> {
+        use sea_orm::EntityTrait;
+        let b = entities::business::Entity::find_by_id(business_id)
+            .one(db)
+            .await
+            .ok()??;
+        let stored = match channel {
+            Channel::Email => b.default_email_provider,
+            _ => b.default_sms_provider,
+        };
+        stored?.parse().ok()
+    }
+
+    /// The provider for a message: the one requested, else the business's default, else the
+    /// configured default, else the real provider when credentials exist, else the sandbox.
+    /// Err: why it cannot be used.
     pub async fn choose(
         &self,
         channel: Channel,
@@ -84,6 +105,10 @@ impl ProviderSettings {
         db: &DatabaseConnection,
         business_id: i64,
     ) -> Result<send::Chosen, (Provider, String)> {
+        let requested = match requested {
+            Some(p) => Some(p),
+            None => self.business_default(db, business_id, channel).await,
+        };
         match channel {
             Channel::Email => {
                 let own: Option<entities::credentials::EmailCredentials> =

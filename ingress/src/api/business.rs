@@ -308,6 +308,7 @@ fn seal(
         out.push(SealedCredential {
             kind: "twilio".into(),
             sealed: sealer.seal(&json),
+            provider: Some(entities::types::Provider::Twilio),
         });
     }
     if let Some(e) = p.email {
@@ -316,6 +317,7 @@ fn seal(
         out.push(SealedCredential {
             kind: "email".into(),
             sealed: sealer.seal(&json),
+            provider: Some(e.provider),
         });
     }
     Ok(out)

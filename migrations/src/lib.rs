@@ -7,6 +7,7 @@ mod m0003_conversation_events;
 mod m0004_message_search;
 mod m0005_conversation_channels;
 mod m0006_conversation_cells;
+mod m0007_client_search;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_message_search::Migration),
             Box::new(m0005_conversation_channels::Migration),
             Box::new(m0006_conversation_cells::Migration),
+            Box::new(m0007_client_search::Migration),
         ]
     }
 }

@@ -1247,3 +1247,47 @@ async fn any_channel_is_processed(d: Deployment) {
     assert_eq!(count(&app, "SELECT COUNT(*) FROM messages").await, 2);
 }
 both_deployments!(process, any_channel_is_processed);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_businesss_own_twilio_account_signs_its_webhooks() {
+    let app = twilio_app(Deployment::Embedded).await;
+    let own_account = "AC00000000000000000000000000000077";
+    let own_token = "own-auth-token-0123456789";
+    let mut body = common::onboard_body(2, "Own Account Spa");
+    body["locations"] = json!([{"id": 20, "name": "Harbor", "phone_number": "+14155550200"}]);
+    body["providers"] = json!({"twilio": {"account_sid": own_account, "auth_token": own_token}});
+    assert_eq!(
+        app.post("/business/onboard", Some(PLATFORM_KEY), &body)
+            .await
+            .status(),
+        202
+    );
+    eventually(
+        &app,
+        "business 2",
+        "SELECT COUNT(*) FROM locations WHERE business_id = 2",
+        1,
+    )
+    .await;
+    let path = "/twilio/sms/incoming";
+    let url = format!("{PUBLIC}{path}");
+    let params = [
+        ("AccountSid", own_account),
+        ("MessageSid", "SM700"),
+        ("From", GRACE),
+        ("To", "+14155550200"),
+        ("Body", "hi"),
+    ];
+    // The global account's token does not sign for the business's own account.
+    let resp = post_form(&app, path, &params, Some(sign(TOKEN, &url, &params))).await;
+    assert_eq!(resp.status(), 403);
+    let resp = post_form(&app, path, &params, Some(sign(own_token, &url, &params))).await;
+    assert_eq!(resp.status(), 200);
+    eventually(
+        &app,
+        "the message",
+        "SELECT COUNT(*) FROM messages WHERE business_id = 2 AND provider_message_id = 'SM700'",
+        1,
+    )
+    .await;
+}

@@ -258,6 +258,7 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
                         .as_deref()
                         .context("the secret key is set by prepare()")?,
                 ),
+                lookups: Default::default(),
             },
         };
         let (db, queue, signal) = (db.clone(), queue.clone(), stopped(stop_rx.clone()));

@@ -1,5 +1,6 @@
 //! omega's data layer: sea-orm entities and the queries and commands that the ingress,
 //! the workers and the CLI share. Every function takes a connection or transaction.
+pub mod cache;
 pub mod calls;
 pub mod credentials;
 pub mod db;

@@ -13,8 +13,8 @@ use poem_openapi::auth::ApiKey;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use subtle::ConstantTimeEq;
 
-use crate::cache::TtlCache;
 use crate::error::{ApiError, AuthUnavailable, Forbidden};
+use entities::cache::TtlCache;
 
 /// A credential lookup that failed: logged, and answered 503 (not 401: the credential may
 /// be good).

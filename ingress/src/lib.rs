@@ -1,7 +1,6 @@
 //! The HTTP ingress: validates, authenticates, queues typed jobs and answers at once.
 pub mod api;
 pub mod auth;
-pub mod cache;
 pub mod email_events;
 pub mod error;
 pub mod routes;

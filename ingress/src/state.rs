@@ -6,7 +6,7 @@ use jobs::Producer;
 use sea_orm::DatabaseConnection;
 
 use crate::auth::Credentials;
-use crate::cache::TtlCache;
+use entities::cache::TtlCache;
 
 /// How long a number's owner or a business's Twilio account is trusted (onboarding changes
 /// apply within this time).

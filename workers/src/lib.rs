@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::*;
+use entities::cache::TtlCache;
 use entities::types::{Channel, Provider};
 use jobs::worker::QueueSource;
 use jobs::{JobQueue, JobType, RetryPolicy};
@@ -40,6 +41,30 @@ pub struct ProviderSettings {
     pub default_email: Option<Provider>,
     /// Opens businesses' sealed credentials.
     pub sealer: entities::secrets::Sealer,
+    /// What every send looks up about its business, cached.
+    pub lookups: Arc<Lookups>,
+}
+
+/// How long a worker trusts a business's credentials, default providers and location
+/// numbers: changes from onboarding apply to sends within this time.
+const LOOKUP_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Per-business lookups of the send path, each read from the database at most once per
+/// `LOOKUP_TTL`.
+pub struct Lookups {
+    credentials: TtlCache<(i64, &'static str), Option<Vec<u8>>>,
+    defaults: TtlCache<i64, (Option<String>, Option<String>)>,
+    numbers: TtlCache<(i64, i64), Option<String>>,
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Lookups {
+            credentials: TtlCache::new(LOOKUP_TTL, 100_000),
+            defaults: TtlCache::new(LOOKUP_TTL, 100_000),
+            numbers: TtlCache::new(LOOKUP_TTL, 100_000),
+        }
+    }
 }
 
 impl std::fmt::Debug for ProviderSettings {
@@ -56,43 +81,84 @@ impl std::fmt::Debug for ProviderSettings {
 }
 
 impl ProviderSettings {
+    /// A business's own credentials of one kind, opened (cached for `LOOKUP_TTL`).
     async fn own<T: serde::de::DeserializeOwned>(
         &self,
         db: &DatabaseConnection,
         business_id: i64,
-        kind: &str,
-    ) -> Option<T> {
+        kind: &'static str,
+    ) -> Result<Option<T>, entities::Error> {
         use sea_orm::EntityTrait;
-        let row = entities::provider_credential::Entity::find_by_id((business_id, kind.to_owned()))
-            .one(db)
-            .await
-            .ok()??;
-        let plain = self
-            .sealer
-            .open(&row.sealed)
-            .map_err(|e| tracing::error!(error = %e, "cannot open stored credentials"))
-            .ok()?;
-        serde_json::from_slice(&plain).ok()
+        let plain =
+            self.lookups
+                .credentials
+                .get_or_load(&(business_id, kind), async {
+                    let Some(row) = entities::provider_credential::Entity::find_by_id((
+                        business_id,
+                        kind.to_owned(),
+                    ))
+                    .one(db)
+                    .await?
+                    else {
+                        return Ok(None);
+                    };
+                    let plain = self.sealer.open(&row.sealed).map_err(|e| {
+                        entities::Error::Corrupt(format!("stored credentials: {e}"))
+                    })?;
+                    Ok::<_, entities::Error>(Some(plain))
+                })
+                .await?;
+        Ok(plain.and_then(|p| serde_json::from_slice(&p).ok()))
     }
 
     /// The business's default provider for a channel (set from its own accounts at
-    /// onboarding).
+    /// onboarding), cached for `LOOKUP_TTL`.
     async fn business_default(
         &self,
         db: &DatabaseConnection,
         business_id: i64,
         channel: Channel,
-    ) -> Option<Provider> {
+    ) -> Result<Option<Provider>, entities::Error> {
         use sea_orm::EntityTrait;
-        let b = entities::business::Entity::find_by_id(business_id)
-            .one(db)
-            .await
-            .ok()??;
+        let (sms, email) = self
+            .lookups
+            .defaults
+            .get_or_load(&business_id, async {
+                let b = entities::business::Entity::find_by_id(business_id)
+                    .one(db)
+                    .await?;
+                Ok::<_, entities::Error>(
+                    b.map(|b| (b.default_sms_provider, b.default_email_provider))
+                        .unwrap_or_default(),
+                )
+            })
+            .await?;
         let stored = match channel {
-            Channel::Email => b.default_email_provider,
-            _ => b.default_sms_provider,
+            Channel::Email => email,
+            _ => sms,
         };
-        stored?.parse().ok()
+        Ok(stored.and_then(|p| p.parse().ok()))
+    }
+
+    /// A location's phone number (cached for `LOOKUP_TTL`).
+    pub async fn location_number(
+        &self,
+        db: &DatabaseConnection,
+        business_id: i64,
+        location_id: i64,
+    ) -> Result<Option<String>, entities::Error> {
+        use sea_orm::EntityTrait;
+        self.lookups
+            .numbers
+            .get_or_load(&(business_id, location_id), async {
+                Ok::<_, entities::Error>(
+                    entities::location::Entity::find_by_id((business_id, location_id))
+                        .one(db)
+                        .await?
+                        .and_then(|l| l.phone_number),
+                )
+            })
+            .await
     }
 
     /// The provider for a message: the one requested, else the business's default, else the
@@ -104,15 +170,15 @@ impl ProviderSettings {
         requested: Option<Provider>,
         db: &DatabaseConnection,
         business_id: i64,
-    ) -> Result<send::Chosen, (Provider, String)> {
+    ) -> Result<Result<send::Chosen, (Provider, String)>, entities::Error> {
         let requested = match requested {
             Some(p) => Some(p),
-            None => self.business_default(db, business_id, channel).await,
+            None => self.business_default(db, business_id, channel).await?,
         };
-        match channel {
+        Ok(match channel {
             Channel::Email => {
                 let own: Option<entities::credentials::EmailCredentials> =
-                    self.own(db, business_id, "email").await;
+                    self.own(db, business_id, "email").await?;
                 let own_smtp = own
                     .clone()
                     .filter(|e| e.provider == Provider::Smtp && e.smtp_url.is_some());
@@ -160,7 +226,7 @@ impl ProviderSettings {
             }
             _ => {
                 let own: Option<entities::credentials::TwilioCredentials> =
-                    self.own(db, business_id, "twilio").await;
+                    self.own(db, business_id, "twilio").await?;
                 let creds = own.or_else(|| self.twilio.clone());
                 let p = requested
                     .or(self.default_sms)
@@ -180,7 +246,7 @@ impl ProviderSettings {
                     )),
                 }
             }
-        }
+        })
     }
 }
 

@@ -7,7 +7,6 @@ use entities::outbound::{self, SendJob};
 use entities::status::{MessageRef, StatusReport};
 use entities::types::{Channel, MessageStatus, Provider};
 use jobs::{Job, JobError, StatusUpdates};
-use sea_orm::EntityTrait;
 
 use crate::Ctx;
 use crate::providers::{self, EmailOut, SendError, SmsOut};
@@ -38,6 +37,7 @@ pub async fn handle(ctx: &Ctx, job: &SendJob, attempt: u32) -> Result<(), JobErr
         .providers
         .choose(channel, job.batch.provider, &ctx.db, job.batch.business_id)
         .await
+        .map_err(db_error)?
     {
         Ok(p) => p,
         Err((kind, reason)) => {
@@ -178,15 +178,14 @@ pub async fn handle(ctx: &Ctx, job: &SendJob, attempt: u32) -> Result<(), JobErr
 
 /// The sending location's number, if it has one.
 async fn location_number(ctx: &Ctx, job: &SendJob) -> Result<Option<String>, JobError> {
-    let b = job.batch.business_id;
-    let location = match job.batch.location_id {
-        Some(l) => entities::location::Entity::find_by_id((b, l))
-            .one(&ctx.db)
+    match job.batch.location_id {
+        Some(l) => ctx
+            .providers
+            .location_number(&ctx.db, job.batch.business_id, l)
             .await
-            .map_err(|e| db_error(e.into()))?,
-        None => None,
-    };
-    Ok(location.and_then(|l| l.phone_number))
+            .map_err(db_error),
+        None => Ok(None),
+    }
 }
 
 /// A resolved provider for one message, with its credentials.

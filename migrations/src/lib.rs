@@ -8,6 +8,7 @@ mod m0004_message_search;
 mod m0005_conversation_channels;
 mod m0006_conversation_cells;
 mod m0007_client_search;
+mod m0008_drop_counts_index;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_conversation_channels::Migration),
             Box::new(m0006_conversation_cells::Migration),
             Box::new(m0007_client_search::Migration),
+            Box::new(m0008_drop_counts_index::Migration),
         ]
     }
 }

@@ -1,9 +1,7 @@
 //! Conversations remember which channels their messages used (a bit set), so the channel
-//! filter and the filter counts read conversations only; and a covering index lets those
-//! counts come from one index-only pass.
+//! filter and the filter counts read conversations only.
 use entities::conversation;
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
 pub struct Migration;
 
@@ -43,20 +41,6 @@ impl MigrationTrait for Migration {
                 .execute_unprepared(BACKFILL)
                 .await?;
         }
-        let covering = match manager.get_database_backend() {
-            DbBackend::Postgres => {
-                "CREATE INDEX IF NOT EXISTS idx_conversations_counts ON conversations \
-                 (business_id, location_key, status) INCLUDE (assigned_staff_id, unread_count, channels)"
-            }
-            _ => {
-                "CREATE INDEX IF NOT EXISTS idx_conversations_counts ON conversations \
-                 (business_id, location_key, status, assigned_staff_id, unread_count, channels)"
-            }
-        };
-        manager
-            .get_connection()
-            .execute_unprepared(covering)
-            .await?;
         Ok(())
     }
 }

@@ -143,6 +143,9 @@ impl EmailHooksApi {
     ) -> Result<Json<UpdateSuccessResponse>, ApiError> {
         let provider = provider.0;
         let hooks = &self.state.settings.email_webhooks;
+        // A Mailgun token is taken before queueing; given back if the queueing fails, so
+        // Mailgun's retry of the same delivery is accepted.
+        let mut taken_token: Option<String> = None;
         let reports = match provider {
             ExternalEmailProvider::Sendgrid => {
                 let Some(key) = &hooks.sendgrid_key else {
@@ -176,10 +179,11 @@ impl EmailHooksApi {
                     return Err(Self::forbidden(provider, "signature wrong or stale"));
                 }
                 // A token is used once: a replay within the time window is refused too.
+                let token = format!("token:{}", parsed.token);
                 let fresh = entities::receipts::record(
                     &self.state.db,
                     "mailgun",
-                    &format!("token:{}", parsed.token),
+                    &token,
                     None,
                     serde_json::json!({}),
                 )
@@ -187,6 +191,7 @@ impl EmailHooksApi {
                 if !fresh {
                     return Err(Self::forbidden(provider, "token seen before"));
                 }
+                taken_token = Some(token);
                 events::mailgun_reports(parsed.event).map_err(invalid)?
             }
             ExternalEmailProvider::Postmark => {
@@ -217,7 +222,18 @@ impl EmailHooksApi {
                 }
             }
         };
-        let updated = self.queue(reports, &trace).await?;
+        let updated = match self.queue(reports, &trace).await {
+            Ok(n) => n,
+            Err(e) => {
+                if let Some(token) = taken_token
+                    && let Err(forget) =
+                        entities::receipts::forget(&self.state.db, "mailgun", &token).await
+                {
+                    tracing::error!(error = %forget, "could not give back a Mailgun token");
+                }
+                return Err(e);
+            }
+        };
         Ok(Json(UpdateSuccessResponse {
             success: true,
             updated,

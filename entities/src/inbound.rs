@@ -106,36 +106,19 @@ pub async fn receive_sms(db: &sea_orm::DatabaseConnection, sms: &InboundSms) -> 
     };
     let recorded = record_one(&txn, &batch, 0, &item, Utc::now()).await?;
     let keyword = keyword(&sms.body);
-    if recorded {
-        match &keyword {
-            Some((Keyword::OptOut, word)) => {
-                let reason = format!("replied {word}");
-                set_consent(
-                    &txn,
-                    sms.business_id,
-                    client.id,
-                    Channel::Sms,
-                    false,
-                    sms.received_at,
-                    &reason,
-                )
-                .await?
-            }
-            Some((Keyword::OptIn, word)) => {
-                let reason = format!("replied {word}");
-                set_consent(
-                    &txn,
-                    sms.business_id,
-                    client.id,
-                    Channel::Sms,
-                    true,
-                    sms.received_at,
-                    &reason,
-                )
-                .await?
-            }
-            Some((Keyword::Help, _)) | None => {}
-        }
+    if recorded && let Some((kind @ (Keyword::OptOut | Keyword::OptIn), word)) = &keyword {
+        let opt_in = *kind == Keyword::OptIn;
+        let reason = format!("replied {word}");
+        set_consent(
+            &txn,
+            sms.business_id,
+            client.id,
+            Channel::Sms,
+            opt_in,
+            sms.received_at,
+            &reason,
+        )
+        .await?;
     }
     txn.commit().await?;
     Ok(Received {

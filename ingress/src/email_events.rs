@@ -84,17 +84,17 @@ pub fn basic_matches(header: Option<&str>, user: &str, password: &str) -> bool {
 }
 
 /// What one provider event does to its message.
-struct Effect {
+pub(crate) struct Effect {
     status: Option<MessageStatus>,
     opt_out: bool,
 }
 
-fn effect(status: Option<MessageStatus>, opt_out: bool) -> Effect {
+pub(crate) fn effect(status: Option<MessageStatus>, opt_out: bool) -> Effect {
     Effect { status, opt_out }
 }
 
 /// omega's id, from the value a provider echoes back (a string or a number).
-fn omega_id(v: Option<&Value>) -> Option<i64> {
+pub(crate) fn omega_id(v: Option<&Value>) -> Option<i64> {
     match v? {
         Value::String(s) => s.parse().ok(),
         Value::Number(n) => n.as_i64(),
@@ -104,7 +104,7 @@ fn omega_id(v: Option<&Value>) -> Option<i64> {
     .filter(|id| *id > 0)
 }
 
-fn message_ref(
+pub(crate) fn message_ref(
     omega: Option<i64>,
     provider: Provider,
     provider_id: Option<&str>,
@@ -129,9 +129,9 @@ fn unix_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt((secs * 1000.0) as i64).single()
 }
 
-/// One report from a provider's event.
+/// One report from a provider's event (every provider's, SES's too).
 #[allow(clippy::too_many_arguments)]
-fn report(
+pub(crate) fn report(
     provider: Provider,
     message: MessageRef,
     event: &str,

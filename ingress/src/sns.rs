@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use entities::status::{MessageRef, StatusReport};
+use entities::status::StatusReport;
+
+use crate::email_events::{effect, message_ref, omega_id, report};
 use entities::types::{MessageStatus, Provider};
 use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::pkcs8::DecodePublicKey;
@@ -255,20 +257,10 @@ pub fn ses_reports(m: &SesMessage) -> Result<Vec<StatusReport>, String> {
         .and_then(Value::as_str)
         .ok_or("the SES event has no eventType")?;
     let mail = ev.get("mail").ok_or("the SES event has no mail")?;
-    let omega = mail
-        .get("tags")
-        .and_then(|t| t.get("omega_message_id"))
-        .and_then(|v| v.get(0).or(Some(v)))
-        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or(v.as_i64()))
-        .filter(|id: &i64| *id > 0);
-    let message = match (omega, mail.get("messageId").and_then(Value::as_str)) {
-        (Some(message_id), _) => MessageRef::Omega { message_id },
-        (None, Some(pid)) => MessageRef::Provider {
-            business_id: None,
-            provider: Some(Provider::Ses),
-            provider_message_id: pid.to_owned(),
-        },
-        (None, None) => return Ok(vec![]),
+    let omega = omega_id(mail.get("tags").and_then(|t| t.get("omega_message_id")));
+    let pid = mail.get("messageId").and_then(Value::as_str);
+    let Some(message) = message_ref(omega, Provider::Ses, pid) else {
+        return Ok(vec![]);
     };
     let detail = |k: &str| ev.get(k);
     let (event, status, opt_out, reason) = match kind {
@@ -300,22 +292,16 @@ pub fn ses_reports(m: &SesMessage) -> Result<Vec<StatusReport>, String> {
         .and_then(Value::as_str)
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc));
-    let failed = status == Some(MessageStatus::Failed);
-    Ok(vec![StatusReport {
+    let event = if event == "other" { kind } else { event };
+    Ok(vec![report(
+        Provider::Ses,
         message,
-        status,
-        error_code: (failed || opt_out).then(|| event.to_owned()),
-        error_message: reason.clone(),
-        occurred_at: at.unwrap_or_else(Utc::now),
-        source: format!("ses:{}", if event == "other" { kind } else { event }),
-        dedupe_key: format!("ses:{}", m.sns_message_id),
-        opt_out: opt_out.then(|| {
-            format!(
-                "ses {event}{}",
-                reason.map(|r| format!(": {r}")).unwrap_or_default()
-            )
-        }),
-    }])
+        event,
+        effect(status, opt_out),
+        reason,
+        at,
+        format!("ses:{}", m.sns_message_id),
+    )])
 }
 
 #[cfg(test)]

@@ -65,6 +65,26 @@ pub(crate) async fn signed_by_account(
     ))
 }
 
+/// 403 (logged with `what`) unless the request is signed by the account it names.
+async fn require_signed(
+    state: &AppState,
+    form: &TwilioForm,
+    signature: Option<&str>,
+    business_id: Option<i64>,
+    what: &str,
+) -> Result<(), ApiError> {
+    if signed_by_account(state, form, signature, business_id).await? {
+        Ok(())
+    } else {
+        tracing::warn!(
+            ?business_id,
+            what,
+            "Twilio webhook with a missing or wrong signature"
+        );
+        Err(ApiError::forbidden("Invalid Twilio signature"))
+    }
+}
+
 /// The business and location a number belongs to.
 async fn location_of(
     state: &AppState,
@@ -208,13 +228,14 @@ impl TwilioHooksApi {
     ) -> Result<IncomingResponse, ApiError> {
         let location = location_of(&self.state, form.get("To")).await?;
         let business_id = location.as_ref().map(|l| l.business_id);
-        if !signed_by_account(&self.state, &form, signature.0.as_deref(), business_id).await? {
-            tracing::warn!(
-                ?business_id,
-                "incoming SMS with a missing or wrong signature"
-            );
-            return Err(ApiError::forbidden("Invalid Twilio signature"));
-        }
+        require_signed(
+            &self.state,
+            &form,
+            signature.0.as_deref(),
+            business_id,
+            "incoming SMS",
+        )
+        .await?;
         let sid = match (form.get("MessageSid"), idempotency.0.as_deref()) {
             (Some(sid), _) if !sid.is_empty() => sid.to_owned(),
             (_, Some(token)) if !token.is_empty() => token.to_owned(),
@@ -257,13 +278,14 @@ impl TwilioHooksApi {
     ) -> Result<CallbackResponse, ApiError> {
         let location = location_of(&self.state, form.get("From")).await?;
         let business_id = location.as_ref().map(|l| l.business_id);
-        if !signed_by_account(&self.state, &form, signature.0.as_deref(), business_id).await? {
-            tracing::warn!(
-                ?business_id,
-                "SMS status callback with a missing or wrong signature"
-            );
-            return Err(ApiError::forbidden("Invalid Twilio signature"));
-        }
+        require_signed(
+            &self.state,
+            &form,
+            signature.0.as_deref(),
+            business_id,
+            "SMS status callback",
+        )
+        .await?;
         let sid = required(&form, "MessageSid")?.to_owned();
         let raw_status = form
             .get("MessageStatus")
@@ -329,13 +351,14 @@ impl TwilioHooksApi {
             None => (location_of(&self.state, form.get("To")).await?, false),
         };
         let business_id = location.as_ref().map(|l| l.business_id);
-        if !signed_by_account(&self.state, &form, signature.0.as_deref(), business_id).await? {
-            tracing::warn!(
-                ?business_id,
-                "voice status callback with a missing or wrong signature"
-            );
-            return Err(ApiError::forbidden("Invalid Twilio signature"));
-        }
+        require_signed(
+            &self.state,
+            &form,
+            signature.0.as_deref(),
+            business_id,
+            "voice status callback",
+        )
+        .await?;
         // A dialled leg reports under its own sid; the call omega recorded is its parent.
         let call_sid = match form.get("ParentCallSid").filter(|s| !s.is_empty()) {
             Some(parent) => parent.to_owned(),

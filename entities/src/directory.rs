@@ -299,12 +299,6 @@ pub async fn conversation_page(
     Ok((items, total))
 }
 
-#[derive(Debug, FromQueryResult)]
-pub struct KeyCount {
-    pub key: Option<String>,
-    pub n: i64,
-}
-
 /// True counts for the conversation filters of a business.
 #[derive(Debug, Default)]
 pub struct FilterCounts {

@@ -16,6 +16,7 @@
 //! | `OMEGA_BOOTSTRAP_PLATFORM_KEY` | a platform API key ensured at start (`omk_…`) | unset |
 //! | `OMEGA_LOG_FORMAT` | `text` or `json` | `text` |
 //! | `OMEGA_WORKER_CONCURRENCY` | jobs of one type run at once per worker process | `16` |
+//! | `OMEGA_WORKER_BATCH` | the most send or status jobs that share one transaction (group commit); so many of them run at once per process | `2048` |
 //! | `OMEGA_JOB_MAX_ATTEMPTS` | attempts before a job goes dead | `8` |
 //! | `OMEGA_JOB_BACKOFF_BASE_MS` | first retry delay (doubles each attempt, with jitter) | `1000` |
 //! | `OMEGA_JOB_BACKOFF_MAX_MS` | longest retry delay | `300000` |
@@ -62,6 +63,7 @@ pub struct Config {
     pub bootstrap_platform_key: Option<String>,
     pub log_format: LogFormat,
     pub worker_concurrency: usize,
+    pub worker_batch: usize,
     pub job_max_attempts: u32,
     pub job_backoff_base: Duration,
     pub job_backoff_max: Duration,
@@ -154,6 +156,7 @@ impl Config {
                 var("OMEGA_WORKER_CONCURRENCY"),
                 16,
             )?,
+            worker_batch: parse("OMEGA_WORKER_BATCH", var("OMEGA_WORKER_BATCH"), 2048)?,
             job_max_attempts: parse("OMEGA_JOB_MAX_ATTEMPTS", var("OMEGA_JOB_MAX_ATTEMPTS"), 8)?,
             job_backoff_base: Duration::from_millis(parse(
                 "OMEGA_JOB_BACKOFF_BASE_MS",
@@ -277,6 +280,9 @@ impl Config {
         }
         if self.worker_concurrency == 0 || self.worker_concurrency > 1024 {
             bail!("OMEGA_WORKER_CONCURRENCY must be between 1 and 1024");
+        }
+        if self.worker_batch == 0 || self.worker_batch > 4096 {
+            bail!("OMEGA_WORKER_BATCH must be between 1 and 4096");
         }
         for (name, url) in [
             ("OMEGA_TWILIO_API_BASE", &self.twilio_api_base),
@@ -415,6 +421,7 @@ mod tests {
             ("OMEGA_DATABASE_URL", "mysql://x"),
             ("OMEGA_REDIS_URL", "http://x"),
             ("OMEGA_WORKER_CONCURRENCY", "0"),
+            ("OMEGA_WORKER_BATCH", "0"),
             ("OMEGA_SECRET_KEY", "c2hvcnQ="),
             ("OMEGA_BOOTSTRAP_PLATFORM_KEY", "short"),
         ] {

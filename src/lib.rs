@@ -234,6 +234,7 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
     if role != Role::Ingress {
         let opts = workers::WorkerOptions {
             concurrency: config.worker_concurrency,
+            batch: config.worker_batch,
             policy: RetryPolicy {
                 max_attempts: config.job_max_attempts,
                 base: config.job_backoff_base,

@@ -87,6 +87,108 @@ async fn sandbox_sms_life_cycle(d: Deployment) {
 }
 both_deployments!(sandbox_sms, sandbox_sms_life_cycle);
 
+/// Many sends at once share transactions in the workers (group commit): each message is
+/// still recorded once, with its own complete history, and each conversation ends on its
+/// newest message, whatever batches they fell into.
+async fn concurrent_sends_share_transactions_correctly(d: Deployment) {
+    use entities::{conversation, message, message_event};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+    let app = TestApp::spawn(d).await;
+    app.onboard(1).await;
+    let (requests, per_request, clients) = (4, 150, 25);
+    let posts = (0..requests).map(|r| {
+        let messages: Vec<Value> = (0..per_request)
+            .map(|i| {
+                // Unknown clients 100..125 are created from their number; every tenth
+                // message goes to a number the sandbox refuses.
+                let to = if i % 10 == 0 {
+                    "+15005550001".to_owned()
+                } else {
+                    format!("+1415555{:04}", i % clients)
+                };
+                json!({"client_id": 100 + i % clients, "to_number": to, "message": format!("r{r} m{i}")})
+            })
+            .collect();
+        let body = json!({"category": "reminder", "location_id": 10, "messages": messages});
+        let app = &app;
+        async move {
+            let ok: Value = app
+                .post("/businesses/1/sms/send", Some(PLATFORM_KEY), &body)
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(ok["accepted"], per_request);
+        }
+    });
+    futures::future::join_all(posts).await;
+    let total = requests * per_request;
+    let rows = wait_for(
+        "every message to settle",
+        Duration::from_secs(60),
+        || async {
+            let rows = message::Entity::find()
+                .filter(message::Column::BusinessId.eq(1))
+                .all(&app.db)
+                .await
+                .unwrap();
+            let settled = rows
+                .iter()
+                .filter(|m| m.status == "delivered" || m.status == "failed")
+                .count();
+            (rows.len() == total as usize && settled == rows.len()).then_some(rows)
+        },
+    )
+    .await;
+    let slots: std::collections::HashSet<_> = rows
+        .iter()
+        .map(|m| (m.request_id.clone(), m.request_index))
+        .collect();
+    assert_eq!(slots.len(), rows.len(), "a message was recorded twice");
+    let events = message_event::Entity::find().all(&app.db).await.unwrap();
+    for m in &rows {
+        let mut history: Vec<_> = events.iter().filter(|e| e.message_id == m.id).collect();
+        history.sort_by_key(|e| e.id);
+        let history: Vec<&str> = history.iter().map(|e| e.status.as_str()).collect();
+        let expected: &[&str] = if m.to_addr.as_deref() == Some("+15005550001") {
+            assert_eq!(m.error_code.as_deref(), Some("21211"));
+            &["queued", "failed"]
+        } else {
+            assert!(m.provider_message_id.is_some() && m.delivered_at.is_some());
+            &["queued", "sent", "delivered"]
+        };
+        assert_eq!(history, expected, "history of message {}", m.id);
+    }
+    let conversations = conversation::Entity::find()
+        .filter(conversation::Column::BusinessId.eq(1))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        conversations.len(),
+        clients as usize,
+        "one conversation per client"
+    );
+    for c in &conversations {
+        let newest = rows
+            .iter()
+            .filter(|m| m.conversation_id == c.id)
+            .max_by_key(|m| (m.created_at, m.id))
+            .unwrap();
+        assert_eq!(c.last_message_id, Some(newest.id), "conversation {}", c.id);
+        assert_eq!(c.channels & 1, 1, "the conversation knows it has SMS");
+    }
+    let stats = app.queue.stats().await.unwrap();
+    for s in &stats {
+        assert_eq!((s.dead, s.retrying), (0, 0), "{s:?}");
+    }
+}
+both_deployments!(
+    concurrent_sends,
+    concurrent_sends_share_transactions_correctly
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_and_sandbox_email() {
     let app = TestApp::spawn(Deployment::Embedded).await;

@@ -47,3 +47,17 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTra
         })
         .await?)
 }
+
+/// For a transaction whose statements all look rows up by key: on Postgres, tells the
+/// planner to probe indexes rather than scan. Statistics lag behind a table that grows fast
+/// (they may say "a few rows" of a table that holds a million), and a scan chosen on them
+/// reads the whole table once per batch. No effect on SQLite.
+pub async fn by_key_only(txn: &impl ConnectionTrait) -> Result<()> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared(
+            "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)",
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -48,8 +48,30 @@ pub async fn append_event(
     source: &str,
     occurred_at: DateTime<Utc>,
 ) -> Result<()> {
+    message_event::Entity::insert(event_row(
+        message_id,
+        status,
+        error,
+        source,
+        occurred_at,
+        Utc::now(),
+    ))
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// One entry of a message's status history, to insert.
+pub fn event_row(
+    message_id: i64,
+    status: crate::types::MessageStatus,
+    error: Option<(Option<String>, Option<String>)>,
+    source: &str,
+    occurred_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> message_event::ActiveModel {
     let (error_code, error_message) = error.unwrap_or((None, None));
-    message_event::Entity::insert(message_event::ActiveModel {
+    message_event::ActiveModel {
         id: sea_orm::ActiveValue::NotSet,
         message_id: Set(message_id),
         status: Set(status.as_str().into()),
@@ -58,11 +80,8 @@ pub async fn append_event(
         source: Set(source.into()),
         dedupe_key: Set(None),
         occurred_at: Set(occurred_at),
-        created_at: Set(Utc::now()),
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+        created_at: Set(now),
+    }
 }
 
 /// The strings of a JSON array (cc, bcc lists); anything else is empty.
@@ -179,8 +198,18 @@ async fn conversation_of(
     Ok((found, created))
 }
 
-/// Moves a conversation's last activity forward to a new message and notes its channel; an
-/// inbound message also counts as unread and reopens a resolved or snoozed conversation.
+/// What one message does to its conversation.
+#[derive(Clone, Copy, Debug)]
+pub struct Touch {
+    pub conversation_id: i64,
+    pub message_id: i64,
+    pub at: DateTime<Utc>,
+    pub channel: Channel,
+    pub inbound: bool,
+}
+
+/// Moves one conversation's last activity to a message (if it is the newest), records its
+/// channel, and for an inbound message counts it unread and reopens the conversation.
 pub async fn touch_conversation(
     db: &impl ConnectionTrait,
     conversation_id: i64,
@@ -189,12 +218,93 @@ pub async fn touch_conversation(
     inbound: bool,
     channel: Channel,
 ) -> Result<()> {
-    // One statement: every SET reads the row as it was, so both CASEs agree.
+    touch_conversations(
+        db,
+        &[Touch {
+            conversation_id,
+            message_id,
+            at,
+            channel,
+            inbound,
+        }],
+    )
+    .await
+}
+
+/// Conversation changes of many messages, merged per conversation (the newest message,
+/// every channel, the unread count), applied with the rows locked in id order so that two
+/// concurrent batches cannot deadlock. On Postgres this is two statements for any number
+/// of conversations.
+pub async fn touch_conversations(db: &impl ConnectionTrait, touches: &[Touch]) -> Result<()> {
+    use std::collections::BTreeMap;
+    // id -> (newest (at, message id), channel bits, inbound count)
+    type Merged = ((DateTime<Utc>, i64), i32, i32);
+    let mut merged: BTreeMap<i64, Merged> = BTreeMap::new();
+    for t in touches {
+        let e = merged
+            .entry(t.conversation_id)
+            .or_insert(((t.at, t.message_id), 0, 0));
+        e.0 = e.0.max((t.at, t.message_id));
+        e.1 |= t.channel.bit();
+        e.2 += i32::from(t.inbound);
+    }
+    if merged.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    if crate::db::is_sqlite(db) {
+        // One writer at a time: statement by statement, in id order.
+        for (id, ((at, message_id), channels, unread)) in merged {
+            touch_one(db, id, message_id, at, channels, unread, now).await?;
+        }
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = merged
+        .iter()
+        .map(|(id, ((at, message_id), channels, unread))| {
+            serde_json::json!({"id": id, "message_id": message_id, "at": at, "channels": channels, "unread": unread})
+        })
+        .collect();
+    let ids: Vec<i64> = merged.keys().copied().collect();
+    db.execute_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "SELECT id FROM conversations WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) ORDER BY id FOR UPDATE",
+        [serde_json::json!(ids).into()],
+    ))
+    .await?;
+    // Every SET reads the row as it was, so the CASEs agree with each other.
+    db.execute_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "UPDATE conversations c SET
+            channels = c.channels | v.channels,
+            last_message_id = CASE WHEN c.last_activity_at <= v.at THEN v.message_id ELSE c.last_message_id END,
+            last_activity_at = CASE WHEN c.last_activity_at <= v.at THEN v.at ELSE c.last_activity_at END,
+            unread_count = c.unread_count + v.unread,
+            status = CASE WHEN v.unread > 0 THEN 'open' ELSE c.status END,
+            snoozed_until = CASE WHEN v.unread > 0 THEN NULL ELSE c.snoozed_until END,
+            updated_at = CASE WHEN v.unread > 0 THEN $2 ELSE c.updated_at END
+         FROM jsonb_to_recordset($1::jsonb) AS v(id bigint, message_id bigint, at timestamptz, channels int, unread int)
+         WHERE c.id = v.id",
+        [serde_json::Value::Array(rows).into(), now.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+async fn touch_one(
+    db: &impl ConnectionTrait,
+    conversation_id: i64,
+    message_id: i64,
+    at: DateTime<Utc>,
+    channels: i32,
+    unread: i32,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let newer = Expr::col(conversation::Column::LastActivityAt).lte(at);
-    conversation::Entity::update_many()
+    let mut update = conversation::Entity::update_many()
         .col_expr(
             conversation::Column::Channels,
-            Expr::col(conversation::Column::Channels).bit_or(channel.bit()),
+            Expr::col(conversation::Column::Channels).bit_or(channels),
         )
         .col_expr(
             conversation::Column::LastMessageId,
@@ -207,15 +317,12 @@ pub async fn touch_conversation(
             Expr::case(newer, at)
                 .finally(Expr::col(conversation::Column::LastActivityAt))
                 .into(),
-        )
-        .filter(conversation::Column::Id.eq(conversation_id))
-        .exec(db)
-        .await?;
-    if inbound {
-        conversation::Entity::update_many()
+        );
+    if unread > 0 {
+        update = update
             .col_expr(
                 conversation::Column::UnreadCount,
-                Expr::col(conversation::Column::UnreadCount).add(1),
+                Expr::col(conversation::Column::UnreadCount).add(unread),
             )
             .col_expr(
                 conversation::Column::Status,
@@ -225,11 +332,12 @@ pub async fn touch_conversation(
                 conversation::Column::SnoozedUntil,
                 Expr::value(Option::<DateTime<Utc>>::None),
             )
-            .col_expr(conversation::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(conversation::Column::Id.eq(conversation_id))
-            .exec(db)
-            .await?;
+            .col_expr(conversation::Column::UpdatedAt, Expr::value(now));
     }
+    update
+        .filter(conversation::Column::Id.eq(conversation_id))
+        .exec(db)
+        .await?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Sending: the worker records the message first (`queued`), checks consent, dispatches, then
 //! records what the provider said. A message that already has a provider id is never sent
 //! again, so a re-run of its job cannot send twice.
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Set};
 
 use serde::{Deserialize, Serialize};
@@ -27,111 +27,173 @@ pub struct SendJob {
 }
 
 /// Whether the client may be sent to on this channel, and if not, why.
-pub async fn consent(
-    db: &impl ConnectionTrait,
-    business_id: i64,
-    client_id: i64,
-    channel: Channel,
-) -> Result<Option<String>> {
-    let c = client::Entity::find_by_id((business_id, client_id))
-        .one(db)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("client {client_id}")))?;
-    let refused = match channel {
-        Channel::Sms | Channel::Voice => {
-            (!c.sms_opt_in || c.sms_opted_out_at.is_some()).then(|| {
-                format!(
-                    "the client opted out of SMS{}",
-                    c.sms_opt_out_reason
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                )
-            })
-        }
-        Channel::Email => (!c.email_opt_in || c.email_opted_out_at.is_some()).then(|| {
-            format!(
-                "the client opted out of email{}",
-                c.email_opt_out_reason
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            )
-        }),
-        Channel::Note => None,
+pub fn refusal(c: &client::Model, channel: Channel) -> Option<String> {
+    let (opted_in, opted_out_at, reason, name) = match channel {
+        Channel::Sms | Channel::Voice => (
+            c.sms_opt_in,
+            c.sms_opted_out_at,
+            &c.sms_opt_out_reason,
+            "SMS",
+        ),
+        Channel::Email => (
+            c.email_opt_in,
+            c.email_opted_out_at,
+            &c.email_opt_out_reason,
+            "email",
+        ),
+        Channel::Note => return None,
     };
-    Ok(refused)
+    (!opted_in || opted_out_at.is_some()).then(|| {
+        format!(
+            "the client opted out of {name}{}",
+            reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        )
+    })
 }
 
-async fn settle(
-    db: &DatabaseConnection,
-    msg: message::Model,
-    provider: Provider,
-    provider_message_id: Option<String>,
-    status: MessageStatus,
-    error: Option<(String, String)>,
-    from: Option<&str>,
-) -> Result<message::Model> {
+/// What became of one dispatch: the provider's answer or why the message failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    pub message_id: i64,
+    pub provider: Provider,
+    pub provider_message_id: Option<String>,
+    pub status: MessageStatus,
+    /// The provider's (or omega's) code and reason.
+    pub error: Option<(String, String)>,
+    /// The sender the message went out from.
+    pub from: Option<String>,
+}
+
+impl Settlement {
+    /// The provider accepted the message (sent from `from`).
+    pub fn sent(
+        message_id: i64,
+        provider: Provider,
+        provider_message_id: String,
+        status: MessageStatus,
+        from: &str,
+    ) -> Self {
+        Settlement {
+            message_id,
+            provider,
+            provider_message_id: Some(provider_message_id),
+            status,
+            error: None,
+            from: Some(from.to_owned()),
+        }
+    }
+
+    /// The message failed for good, with the provider's (or omega's) code and reason.
+    pub fn failed(message_id: i64, provider: Provider, code: &str, reason: &str) -> Self {
+        Settlement {
+            message_id,
+            provider,
+            provider_message_id: None,
+            status: MessageStatus::Failed,
+            error: Some((code.to_owned(), reason.to_owned())),
+            from: None,
+        }
+    }
+}
+
+/// Records what became of many dispatches in one transaction: each message's provider,
+/// provider id, status and error, and an entry in its history.
+pub async fn settle_many(db: &DatabaseConnection, settlements: &[Settlement]) -> Result<()> {
     let txn = crate::db::begin_write(db).await?;
-    let now = Utc::now();
-    let id = msg.id;
-    let mut row: message::ActiveModel = msg.into();
-    row.provider = Set(Some(provider.as_str().into()));
-    if let Some(from) = from {
-        row.from_addr = Set(Some(from.to_owned()));
-    }
-    if provider_message_id.is_some() {
-        row.provider_message_id = Set(provider_message_id);
-        row.sent_at = Set(Some(now));
-    }
-    row.status = Set(status.as_str().into());
-    row.error_code = Set(error.as_ref().map(|e| e.0.clone()));
-    row.error_message = Set(error.as_ref().map(|e| e.1.clone()));
-    row.updated_at = Set(now);
-    let updated = row.update(&txn).await?;
-    let error = error.map(|(code, reason)| (Some(code), Some(reason)));
-    crate::inbox::append_event(&txn, id, status, error, "worker", now).await?;
+    crate::db::by_key_only(&txn).await?;
+    settle_in(&txn, settlements, Utc::now()).await?;
     txn.commit().await?;
-    Ok(updated)
+    Ok(())
 }
 
-/// The provider accepted the message (sent from `from`).
-pub async fn mark_sent(
-    db: &DatabaseConnection,
-    msg: message::Model,
-    provider: Provider,
-    provider_message_id: String,
-    status: MessageStatus,
-    from: &str,
-) -> Result<message::Model> {
-    settle(
-        db,
-        msg,
-        provider,
-        Some(provider_message_id),
-        status,
-        None,
-        Some(from),
-    )
-    .await
-}
-
-/// The message failed for good, with the provider's (or omega's) code and reason.
-pub async fn mark_failed(
-    db: &DatabaseConnection,
-    msg: message::Model,
-    provider: Provider,
-    code: &str,
-    reason: &str,
-) -> Result<message::Model> {
-    settle(
-        db,
-        msg,
-        provider,
-        None,
-        MessageStatus::Failed,
-        Some((code.to_owned(), reason.to_owned())),
-        None,
-    )
-    .await
+async fn settle_in(
+    db: &impl ConnectionTrait,
+    settlements: &[Settlement],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+    if settlements.is_empty() {
+        return Ok(());
+    }
+    if crate::db::is_sqlite(db) {
+        for s in settlements {
+            let mut update = message::Entity::update_many()
+                .col_expr(message::Column::Provider, Expr::value(s.provider.as_str()))
+                .col_expr(message::Column::Status, Expr::value(s.status.as_str()))
+                .col_expr(
+                    message::Column::ErrorCode,
+                    Expr::value(s.error.as_ref().map(|e| e.0.clone())),
+                )
+                .col_expr(
+                    message::Column::ErrorMessage,
+                    Expr::value(s.error.as_ref().map(|e| e.1.clone())),
+                )
+                .col_expr(message::Column::UpdatedAt, Expr::value(now));
+            if let Some(from) = &s.from {
+                update = update.col_expr(message::Column::FromAddr, Expr::value(from.clone()));
+            }
+            if let Some(pid) = &s.provider_message_id {
+                update = update
+                    .col_expr(message::Column::ProviderMessageId, Expr::value(pid.clone()))
+                    .col_expr(message::Column::SentAt, Expr::value(now));
+            }
+            update
+                .filter(message::Column::Id.eq(s.message_id))
+                .exec(db)
+                .await?;
+        }
+    } else {
+        let rows: Vec<serde_json::Value> = settlements
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.message_id,
+                    "provider": s.provider.as_str(),
+                    "pid": s.provider_message_id,
+                    "from_addr": s.from,
+                    "status": s.status.as_str(),
+                    "code": s.error.as_ref().map(|e| &e.0),
+                    "reason": s.error.as_ref().map(|e| &e.1),
+                })
+            })
+            .collect();
+        db.execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "UPDATE messages m SET
+                provider = v.provider,
+                from_addr = COALESCE(v.from_addr, m.from_addr),
+                provider_message_id = COALESCE(v.pid, m.provider_message_id),
+                sent_at = CASE WHEN v.pid IS NULL THEN m.sent_at ELSE $2 END,
+                status = v.status,
+                error_code = v.code,
+                error_message = v.reason,
+                updated_at = $2
+             FROM jsonb_to_recordset($1::jsonb)
+                AS v(id bigint, provider text, pid text, from_addr text, status text, code text, reason text)
+             WHERE m.id = v.id",
+            [serde_json::Value::Array(rows).into(), now.into()],
+        ))
+        .await?;
+    }
+    let events: Vec<_> = settlements
+        .iter()
+        .map(|s| {
+            let error = s
+                .error
+                .clone()
+                .map(|(code, reason)| (Some(code), Some(reason)));
+            crate::inbox::event_row(s.message_id, s.status, error, "worker", now, now)
+        })
+        .collect();
+    for chunk in events.chunks(500) {
+        crate::message_event::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Failure codes that retrying cannot fix (the recipient, not the moment, is the problem).

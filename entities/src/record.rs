@@ -9,11 +9,13 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::inbox::{ensure_client, find_or_create_conversation, touch_conversation};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::inbox::{Touch, ensure_client, find_or_create_conversation, touch_conversations};
 use crate::types::{
     Channel, Direction, MessageCategory, MessageStatus, NotificationType, Provider, UserType,
 };
-use crate::{Result, message};
+use crate::{Result, client, conversation, message, message_event};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RecordBatch {
@@ -59,60 +61,69 @@ pub struct RecordOutcome {
     pub duplicates: usize,
 }
 
+/// One message to record: its request, its position in the request, and the item.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot<'a> {
+    pub batch: &'a RecordBatch,
+    pub index: i32,
+    pub item: &'a RecordItem,
+}
+
+impl<'a> Slot<'a> {
+    /// Every item of a request, in order.
+    pub fn all(batch: &'a RecordBatch) -> Vec<Slot<'a>> {
+        batch
+            .items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| Slot {
+                batch,
+                index: index as i32,
+                item,
+            })
+            .collect()
+    }
+}
+
+/// A recorded message (new, or found where an earlier run recorded it) and its client as
+/// recording read it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub message: message::Model,
+    pub client: client::Model,
+    /// False when the message had been recorded before.
+    pub inserted: bool,
+}
+
 /// Records the whole batch in one transaction.
 pub async fn record_batch(db: &DatabaseConnection, batch: &RecordBatch) -> Result<RecordOutcome> {
-    let txn = crate::db::begin_write(db).await?;
+    let slots = Slot::all(batch);
     let mut outcome = RecordOutcome::default();
-    let now = Utc::now();
-    for (index, item) in batch.items.iter().enumerate() {
-        if record_one(&txn, batch, index as i32, item, now).await? {
+    for recorded in record_many(db, &slots).await? {
+        if recorded?.inserted {
             outcome.recorded += 1;
         } else {
             outcome.duplicates += 1;
         }
     }
-    txn.commit().await?;
     Ok(outcome)
 }
 
-/// Records one message at position `index` of its request (or finds it, when a run before
-/// recorded it) and returns its row. The send path's first step.
-pub async fn record_at(
+/// Records messages of any requests in one transaction; one result per slot, in order. A
+/// slot whose message cannot be found after a conflict (its caller id belongs to another
+/// request's message that is not it) is `NotFound`; the others are recorded regardless.
+pub async fn record_many(
     db: &DatabaseConnection,
-    batch: &RecordBatch,
-    index: i32,
-    item: &RecordItem,
-) -> Result<message::Model> {
+    slots: &[Slot<'_>],
+) -> Result<Vec<Result<Recorded>>> {
     let txn = crate::db::begin_write(db).await?;
-    record_one(&txn, batch, index, item, Utc::now()).await?;
-    let row = message::Entity::find()
-        .filter(message::Column::RequestId.eq(batch.request_id.as_str()))
-        .filter(message::Column::RequestIndex.eq(index))
-        .one(&txn)
-        .await?;
+    crate::db::by_key_only(&txn).await?;
+    let recorded = record_in(&txn, slots, Utc::now()).await?;
     txn.commit().await?;
-    match row {
-        Some(row) => Ok(row),
-        // The caller's message id was recorded by another request: that row is the message.
-        None => {
-            let existing = match item.message_id {
-                Some(ext) => {
-                    message::Entity::find()
-                        .filter(message::Column::BusinessId.eq(batch.business_id))
-                        .filter(message::Column::Channel.eq(batch.channel.as_str()))
-                        .filter(message::Column::ExternalId.eq(ext))
-                        .one(db)
-                        .await?
-                }
-                None => None,
-            };
-            existing.ok_or_else(|| {
-                crate::Error::NotFound(format!("message {index} of request {}", batch.request_id))
-            })
-        }
-    }
+    Ok(recorded)
 }
 
+/// Records one message inside the caller's transaction; false if it was recorded before.
 pub(crate) async fn record_one(
     db: &impl ConnectionTrait,
     batch: &RecordBatch,
@@ -120,26 +131,275 @@ pub(crate) async fn record_one(
     item: &RecordItem,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    let inbound = batch.direction == Direction::Inbound;
-    // The client's own address: where an outbound message went, where an inbound one came from.
-    let client_address = if inbound {
-        item.from.as_deref()
-    } else {
-        Some(item.to.as_str())
-    };
-    let client = ensure_client(
-        db,
-        batch.business_id,
-        item.client_id,
-        batch.channel,
-        client_address,
-    )
-    .await?;
-    let location_id = batch.location_id.or(client.location_id);
-    let at = batch.sent_at.unwrap_or(now);
-    let conversation =
-        find_or_create_conversation(db, batch.business_id, location_id, client.id, at).await?;
+    let slot = Slot { batch, index, item };
+    let mut recorded = record_in(db, &[slot], now).await?;
+    Ok(recorded.pop().transpose()?.is_some_and(|r| r.inserted))
+}
 
+/// Rows per multi-row INSERT: under both databases' limits on bound parameters.
+const INSERT_CHUNK: usize = 500;
+
+/// The set-based recording: clients and conversations are read for the whole batch (and
+/// created one by one only where missing), messages and their first events are inserted
+/// with multi-row INSERTs, and each conversation is updated once.
+pub async fn record_in(
+    db: &impl ConnectionTrait,
+    slots: &[Slot<'_>],
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<Recorded>>> {
+    if slots.is_empty() {
+        return Ok(vec![]);
+    }
+    let clients = clients_of(db, slots).await?;
+    let client_of = |s: &Slot| &clients[&(s.batch.business_id, s.item.client_id)];
+    let location_of = |s: &Slot| s.batch.location_id.or(client_of(s).location_id);
+    let at_of = |s: &Slot| s.batch.sent_at.unwrap_or(now);
+    let keys: Vec<ConversationKey> = slots
+        .iter()
+        .map(|s| {
+            (
+                s.batch.business_id,
+                location_of(s).unwrap_or(0),
+                s.item.client_id,
+            )
+        })
+        .collect();
+    let conversations = conversations_of(db, &keys, slots, at_of).await?;
+
+    let rows: Vec<message::ActiveModel> = slots
+        .iter()
+        .zip(&keys)
+        .map(|(s, k)| message_row(s, conversations[k], location_of(s), at_of(s), now))
+        .collect();
+    let mut inserted: HashMap<(String, i32), message::Model> = HashMap::new();
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        // Any of the message's unique keys (request slot, caller id, provider id) may
+        // already hold it: a conflict on any of them means "recorded before", hence no
+        // conflict target.
+        let rows = match message::Entity::insert_many(chunk.to_vec())
+            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .try_insert()
+            .exec_with_returning_many(db)
+            .await?
+        {
+            TryInsertResult::Inserted(rows) => rows,
+            TryInsertResult::Conflicted | TryInsertResult::Empty => vec![],
+        };
+        for m in rows {
+            let key = (
+                m.request_id.clone().unwrap_or_default(),
+                m.request_index.unwrap_or(-1),
+            );
+            inserted.insert(key, m);
+        }
+    }
+
+    let mut events = Vec::with_capacity(inserted.len());
+    let mut touches = Vec::with_capacity(inserted.len());
+    for s in slots {
+        if let Some(m) = inserted.get(&(s.batch.request_id.clone(), s.index)) {
+            events.push(crate::inbox::event_row(
+                m.id,
+                s.item.status,
+                None,
+                "record",
+                at_of(s),
+                now,
+            ));
+            touches.push(Touch {
+                conversation_id: m.conversation_id,
+                message_id: m.id,
+                at: at_of(s),
+                channel: s.batch.channel,
+                inbound: s.batch.direction == Direction::Inbound,
+            });
+        }
+    }
+    for chunk in events.chunks(INSERT_CHUNK) {
+        message_event::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(db)
+            .await?;
+    }
+    touch_conversations(db, &touches).await?;
+
+    // The rest were recorded before: by an earlier run of the same request slot, or under
+    // the caller's id by another request.
+    let missing: Vec<&Slot> = slots
+        .iter()
+        .filter(|s| !inserted.contains_key(&(s.batch.request_id.clone(), s.index)))
+        .collect();
+    let earlier = recorded_before(db, &missing).await?;
+    let mut handed: Vec<message::Model> = vec![];
+    Ok(slots
+        .iter()
+        .map(|s| {
+            let client = client_of(s).clone();
+            // The same slot twice in one batch (a job delivered twice): the first inserted it.
+            if let Some(m) = inserted.remove(&(s.batch.request_id.clone(), s.index)) {
+                handed.push(m.clone());
+                return Ok(Recorded {
+                    message: m,
+                    client,
+                    inserted: true,
+                });
+            }
+            earlier
+                .iter()
+                .chain(handed.iter())
+                .find(|m| {
+                    (m.request_id.as_deref() == Some(s.batch.request_id.as_str())
+                        && m.request_index == Some(s.index))
+                        || (s.item.message_id.is_some()
+                            && m.external_id == s.item.message_id
+                            && m.business_id == s.batch.business_id
+                            && m.channel == s.batch.channel.as_str())
+                })
+                .map(|m| Recorded {
+                    message: m.clone(),
+                    client,
+                    inserted: false,
+                })
+                .ok_or_else(|| {
+                    crate::Error::NotFound(format!(
+                        "message {} of request {}",
+                        s.index, s.batch.request_id
+                    ))
+                })
+        })
+        .collect())
+}
+
+/// (business, location key, client): a conversation's unique key.
+type ConversationKey = (i64, i64, i64);
+
+/// The batch's clients, read per business; missing ones are created from the message's
+/// address.
+async fn clients_of(
+    db: &impl ConnectionTrait,
+    slots: &[Slot<'_>],
+) -> Result<HashMap<(i64, i64), client::Model>> {
+    let mut wanted: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+    for s in slots {
+        wanted
+            .entry(s.batch.business_id)
+            .or_default()
+            .insert(s.item.client_id);
+    }
+    let mut found = HashMap::new();
+    for (business_id, ids) in &wanted {
+        for c in client::Entity::find()
+            .filter(client::Column::BusinessId.eq(*business_id))
+            .filter(client::Column::Id.is_in(ids.iter().copied()))
+            .all(db)
+            .await?
+        {
+            found.insert((c.business_id, c.id), c);
+        }
+    }
+    for s in slots {
+        let key = (s.batch.business_id, s.item.client_id);
+        if found.contains_key(&key) {
+            continue;
+        }
+        // The client's own address: where an outbound message went, where an inbound one
+        // came from.
+        let address = if s.batch.direction == Direction::Inbound {
+            s.item.from.as_deref()
+        } else {
+            Some(s.item.to.as_str())
+        };
+        let c = ensure_client(db, key.0, key.1, s.batch.channel, address).await?;
+        found.insert(key, c);
+    }
+    Ok(found)
+}
+
+/// The conversation id of every key, read per business; missing ones are created (in key
+/// order, so concurrent batches take the same locks in the same order).
+async fn conversations_of(
+    db: &impl ConnectionTrait,
+    keys: &[ConversationKey],
+    slots: &[Slot<'_>],
+    at_of: impl Fn(&Slot) -> DateTime<Utc>,
+) -> Result<HashMap<ConversationKey, i64>> {
+    let mut wanted: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+    for k in keys {
+        wanted.entry(k.0).or_default().insert(k.2);
+    }
+    let mut found = HashMap::new();
+    for (business_id, clients) in &wanted {
+        for c in conversation::Entity::find()
+            .filter(conversation::Column::BusinessId.eq(*business_id))
+            .filter(conversation::Column::ClientId.is_in(clients.iter().copied()))
+            .all(db)
+            .await?
+        {
+            found.insert((c.business_id, c.location_key, c.client_id), c.id);
+        }
+    }
+    let mut missing: BTreeMap<ConversationKey, DateTime<Utc>> = BTreeMap::new();
+    for (k, s) in keys.iter().zip(slots) {
+        if !found.contains_key(k) {
+            let at = at_of(s);
+            missing
+                .entry(*k)
+                .and_modify(|first| *first = (*first).min(at))
+                .or_insert(at);
+        }
+    }
+    for (k, at) in missing {
+        let location_id = (k.1 != 0).then_some(k.1);
+        let c = find_or_create_conversation(db, k.0, location_id, k.2, at).await?;
+        found.insert(k, c.id);
+    }
+    Ok(found)
+}
+
+/// Messages already recorded for these slots, by request slot or caller id.
+async fn recorded_before(
+    db: &impl ConnectionTrait,
+    slots: &[&Slot<'_>],
+) -> Result<Vec<message::Model>> {
+    if slots.is_empty() {
+        return Ok(vec![]);
+    }
+    let requests: BTreeSet<&str> = slots.iter().map(|s| s.batch.request_id.as_str()).collect();
+    let mut found = message::Entity::find()
+        .filter(message::Column::RequestId.is_in(requests))
+        .filter(message::Column::RequestIndex.is_in(slots.iter().map(|s| s.index)))
+        .all(db)
+        .await?;
+    for s in slots {
+        let Some(ext) = s.item.message_id else {
+            continue;
+        };
+        let by_slot = found.iter().any(|m| {
+            m.request_id.as_deref() == Some(s.batch.request_id.as_str())
+                && m.request_index == Some(s.index)
+        });
+        if !by_slot {
+            found.extend(
+                message::Entity::find()
+                    .filter(message::Column::BusinessId.eq(s.batch.business_id))
+                    .filter(message::Column::Channel.eq(s.batch.channel.as_str()))
+                    .filter(message::Column::ExternalId.eq(ext))
+                    .one(db)
+                    .await?,
+            );
+        }
+    }
+    Ok(found)
+}
+
+fn message_row(
+    s: &Slot,
+    conversation_id: i64,
+    location_id: Option<i64>,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> message::ActiveModel {
+    let (batch, item) = (s.batch, s.item);
+    let inbound = batch.direction == Direction::Inbound;
     let mut metadata = item.metadata.clone();
     if let Some(wl) = item.wl_user_id {
         if let Some(obj) = metadata.as_object_mut() {
@@ -148,11 +408,11 @@ pub(crate) async fn record_one(
             metadata = serde_json::json!({ "wl_user_id": wl });
         }
     }
-    let row = message::ActiveModel {
+    message::ActiveModel {
         id: NotSet,
         business_id: Set(batch.business_id),
-        conversation_id: Set(conversation.id),
-        client_id: Set(client.id),
+        conversation_id: Set(conversation_id),
+        client_id: Set(item.client_id),
         location_id: Set(location_id),
         channel: Set(batch.channel.as_str().into()),
         direction: Set(batch.direction.as_str().into()),
@@ -165,7 +425,7 @@ pub(crate) async fn record_one(
         provider_message_id: Set(item.provider_message_id.clone()),
         external_id: Set(item.message_id),
         request_id: Set(Some(batch.request_id.clone())),
-        request_index: Set(Some(index)),
+        request_index: Set(Some(s.index)),
         subject: Set(item.subject.clone()),
         body: Set(item.body.clone()),
         from_addr: Set(item.from.clone()),
@@ -190,21 +450,7 @@ pub(crate) async fn record_one(
         delivered_at: Set((item.status == MessageStatus::Delivered).then_some(at)),
         created_at: Set(now),
         updated_at: Set(now),
-    };
-    // Any of the message's unique keys (request slot, caller id, provider id) may already hold
-    // it: a conflict on any of them means "recorded before", hence no conflict target.
-    let message_id = match message::Entity::insert(row)
-        .on_conflict(OnConflict::new().do_nothing().to_owned())
-        .try_insert()
-        .exec(db)
-        .await?
-    {
-        TryInsertResult::Inserted(res) => res.last_insert_id,
-        TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(false),
-    };
-    crate::inbox::append_event(db, message_id, item.status, None, "record", at).await?;
-    touch_conversation(db, conversation.id, message_id, at, inbound, batch.channel).await?;
-    Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! undelivered / failed < read). A report seen before (same dedupe key) is recorded once.
 //! Provider events that are not a status (a click, a spam complaint, an unknown event) are
 //! kept in the history too, with the message's status unchanged.
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::NotSet,
@@ -60,117 +62,354 @@ pub enum Applied {
     Duplicate,
 }
 
-async fn find(db: &impl ConnectionTrait, r: &MessageRef) -> Result<Option<message::Model>> {
-    let q = match r {
-        MessageRef::Id {
-            business_id,
-            message_id,
-        } => message::Entity::find()
-            .filter(message::Column::BusinessId.eq(*business_id))
-            .filter(message::Column::Id.eq(*message_id)),
-        MessageRef::Omega { message_id } => {
-            message::Entity::find().filter(message::Column::Id.eq(*message_id))
-        }
-        MessageRef::Provider {
-            business_id,
-            provider,
-            provider_message_id,
-        } => {
-            let mut q = message::Entity::find()
-                .filter(message::Column::ProviderMessageId.eq(provider_message_id.as_str()));
-            if let Some(b) = business_id {
-                q = q.filter(message::Column::BusinessId.eq(*b));
-            }
-            if let Some(p) = provider {
-                q = q.filter(message::Column::Provider.eq(p.as_str()));
-            }
-            q
-        }
-    };
-    Ok(q.one(db).await?)
-}
-
 /// Applies one report. A report about a message not recorded yet is `NotFound` (the caller
 /// retries it later: a callback can overtake the send it reports on).
 pub async fn apply(db: &DatabaseConnection, report: &StatusReport) -> Result<Applied> {
-    let txn = crate::db::begin_write(db).await?;
-    let msg = find(&txn, &report.message)
+    apply_many(db, &[report])
         .await?
-        .ok_or_else(|| Error::NotFound(format!("message {:?}", report.message)))?;
-    let now = Utc::now();
-    let current: MessageStatus = msg.status.parse()?;
-    let inserted = message_event::Entity::insert(message_event::ActiveModel {
-        id: NotSet,
-        message_id: Set(msg.id),
-        status: Set(report.status.unwrap_or(current).as_str().into()),
-        error_code: Set(report.error_code.clone()),
-        error_message: Set(report.error_message.clone()),
-        source: Set(report.source.clone()),
-        dedupe_key: Set(Some(format!("{}:{}", msg.id, report.dedupe_key))),
-        occurred_at: Set(report.occurred_at),
-        created_at: Set(now),
-    })
-    .on_conflict(OnConflict::new().do_nothing().to_owned())
-    .try_insert()
-    .exec_without_returning(&txn)
-    .await?;
-    if !matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
-        txn.commit().await?;
-        return Ok(Applied::Duplicate);
-    }
-    if let Some(reason) = &report.opt_out {
-        let channel: Channel = msg.channel.parse()?;
-        crate::inbox::set_consent(
-            &txn,
-            msg.business_id,
-            msg.client_id,
-            channel,
-            false,
-            report.occurred_at,
-            reason,
-        )
-        .await?;
-    }
-    // The move forward is decided by the database against the row as it is now (another
-    // report may have moved it since it was read): concurrent reports never move it back.
-    let mut advanced = false;
-    if let Some(status) = report.status.filter(|s| s.rank() > current.rank()) {
-        let behind: Vec<&str> = MessageStatus::ALL
-            .iter()
-            .filter(|s| s.rank() < status.rank())
-            .map(|s| s.as_str())
-            .collect();
-        let mut update = message::Entity::update_many()
-            .col_expr(message::Column::Status, Expr::value(status.as_str()))
-            .col_expr(message::Column::UpdatedAt, Expr::value(now));
-        if report.error_code.is_some() || report.error_message.is_some() {
-            update = update
-                .col_expr(
-                    message::Column::ErrorCode,
-                    Expr::value(report.error_code.clone()),
-                )
-                .col_expr(
-                    message::Column::ErrorMessage,
-                    Expr::value(report.error_message.clone()),
-                );
-        }
-        if status == MessageStatus::Delivered {
-            update = update.col_expr(
-                message::Column::DeliveredAt,
-                Expr::value(Some(report.occurred_at)),
-            );
-        }
-        let result = update
-            .filter(message::Column::Id.eq(msg.id))
-            .filter(message::Column::Status.is_in(behind))
-            .exec(&txn)
-            .await?;
-        advanced = result.rows_affected > 0;
-    }
+        .pop()
+        .unwrap_or_else(|| Err(Error::NotFound(format!("message {:?}", report.message))))
+}
+
+/// Applies many reports in one transaction, as if one after the other in the given order;
+/// one result per report. On Postgres the statements do not grow with the number of reports
+/// (but for consent withdrawals).
+pub async fn apply_many(
+    db: &DatabaseConnection,
+    reports: &[&StatusReport],
+) -> Result<Vec<Result<Applied>>> {
+    let txn = crate::db::begin_write(db).await?;
+    crate::db::by_key_only(&txn).await?;
+    let applied = apply_in(&txn, reports, Utc::now()).await?;
     txn.commit().await?;
-    Ok(if advanced {
-        Applied::Advanced
+    Ok(applied)
+}
+
+/// How the reports of one batch leave a message: its final status and what changed with it.
+struct Advance {
+    status: MessageStatus,
+    error: Option<(Option<String>, Option<String>)>,
+    delivered_at: Option<DateTime<Utc>>,
+    /// The report that set the final status.
+    by: usize,
+}
+
+async fn apply_in(
+    db: &impl ConnectionTrait,
+    reports: &[&StatusReport],
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<Applied>>> {
+    let found = find_many(db, reports).await?;
+    let dedupe = |i: usize| -> Option<String> {
+        found[i]
+            .as_ref()
+            .map(|m| format!("{}:{}", m.id, reports[i].dedupe_key))
+    };
+    let events: Vec<message_event::ActiveModel> = (0..reports.len())
+        .filter_map(|i| {
+            let (m, r) = (found[i].as_ref()?, reports[i]);
+            let current = m.status.parse().unwrap_or(MessageStatus::Queued);
+            Some(message_event::ActiveModel {
+                id: NotSet,
+                message_id: Set(m.id),
+                status: Set(r.status.unwrap_or(current).as_str().into()),
+                error_code: Set(r.error_code.clone()),
+                error_message: Set(r.error_message.clone()),
+                source: Set(r.source.clone()),
+                dedupe_key: Set(dedupe(i)),
+                occurred_at: Set(r.occurred_at),
+                created_at: Set(now),
+            })
+        })
+        .collect();
+    let mut fresh: HashSet<String> = HashSet::new();
+    for chunk in events.chunks(500) {
+        if let TryInsertResult::Inserted(rows) = message_event::Entity::insert_many(chunk.to_vec())
+            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .try_insert()
+            .exec_with_returning_many(db)
+            .await?
+        {
+            fresh.extend(rows.into_iter().filter_map(|e| e.dedupe_key));
+        }
+    }
+
+    // Each report counts once, the first time its key is seen, in order.
+    let mut counted = vec![false; reports.len()];
+    let mut advances: BTreeMap<i64, Advance> = BTreeMap::new();
+    for (i, r) in reports.iter().enumerate() {
+        let (Some(m), Some(key)) = (found[i].as_ref(), dedupe(i)) else {
+            continue;
+        };
+        if !fresh.remove(&key) {
+            continue;
+        }
+        counted[i] = true;
+        if let Some(reason) = &r.opt_out {
+            let channel: Channel = m.channel.parse()?;
+            crate::inbox::set_consent(
+                db,
+                m.business_id,
+                m.client_id,
+                channel,
+                false,
+                r.occurred_at,
+                reason,
+            )
+            .await?;
+        }
+        let Some(status) = r.status else { continue };
+        let current = match advances.get(&m.id) {
+            Some(a) => a.status,
+            None => m.status.parse()?,
+        };
+        if status.rank() <= current.rank() {
+            continue;
+        }
+        let before = advances.remove(&m.id);
+        let error = if r.error_code.is_some() || r.error_message.is_some() {
+            Some((r.error_code.clone(), r.error_message.clone()))
+        } else {
+            before.as_ref().and_then(|b| b.error.clone())
+        };
+        let delivered_at = if status == MessageStatus::Delivered {
+            Some(r.occurred_at)
+        } else {
+            before.and_then(|b| b.delivered_at)
+        };
+        advances.insert(
+            m.id,
+            Advance {
+                status,
+                error,
+                delivered_at,
+                by: i,
+            },
+        );
+    }
+    let advanced = advance(db, &advances, now).await?;
+    Ok((0..reports.len())
+        .map(|i| match &found[i] {
+            None => Err(Error::NotFound(format!("message {:?}", reports[i].message))),
+            Some(_) if !counted[i] => Ok(Applied::Duplicate),
+            Some(m) if advanced.contains(&m.id) && advances[&m.id].by == i => Ok(Applied::Advanced),
+            Some(_) => Ok(Applied::Kept),
+        })
+        .collect())
+}
+
+/// The statuses a message can move forward from to `status`.
+fn behind(status: MessageStatus) -> Vec<&'static str> {
+    MessageStatus::ALL
+        .iter()
+        .filter(|s| s.rank() < status.rank())
+        .map(|s| s.as_str())
+        .collect()
+}
+
+/// Moves messages forward. The move is decided by the database against each row as it is
+/// now (another report may have moved it since it was read), so concurrent reports never
+/// move a message back. Returns the ids that moved.
+async fn advance(
+    db: &impl ConnectionTrait,
+    advances: &BTreeMap<i64, Advance>,
+    now: DateTime<Utc>,
+) -> Result<HashSet<i64>> {
+    let mut moved = HashSet::new();
+    if advances.is_empty() {
+        return Ok(moved);
+    }
+    if crate::db::is_sqlite(db) {
+        for (id, a) in advances {
+            let mut update = message::Entity::update_many()
+                .col_expr(message::Column::Status, Expr::value(a.status.as_str()))
+                .col_expr(message::Column::UpdatedAt, Expr::value(now));
+            if let Some((code, reason)) = &a.error {
+                update = update
+                    .col_expr(message::Column::ErrorCode, Expr::value(code.clone()))
+                    .col_expr(message::Column::ErrorMessage, Expr::value(reason.clone()));
+            }
+            if let Some(at) = a.delivered_at {
+                update = update.col_expr(message::Column::DeliveredAt, Expr::value(Some(at)));
+            }
+            let result = update
+                .filter(message::Column::Id.eq(*id))
+                .filter(message::Column::Status.is_in(behind(a.status)))
+                .exec(db)
+                .await?;
+            if result.rows_affected > 0 {
+                moved.insert(*id);
+            }
+        }
+        return Ok(moved);
+    }
+    // The rank of the stored status, in SQL.
+    let rank = MessageStatus::ALL
+        .iter()
+        .fold(String::from("CASE m.status"), |sql, s| {
+            format!("{sql} WHEN '{}' THEN {}", s.as_str(), s.rank())
+        })
+        + " END";
+    let rows: Vec<serde_json::Value> = advances
+        .iter()
+        .map(|(id, a)| {
+            serde_json::json!({
+                "id": id,
+                "status": a.status.as_str(),
+                "rank": a.status.rank(),
+                "set_error": a.error.is_some(),
+                "code": a.error.as_ref().and_then(|e| e.0.clone()),
+                "reason": a.error.as_ref().and_then(|e| e.1.clone()),
+                "delivered_at": a.delivered_at,
+            })
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE messages m SET
+            status = v.status,
+            updated_at = $2,
+            error_code = CASE WHEN v.set_error THEN v.code ELSE m.error_code END,
+            error_message = CASE WHEN v.set_error THEN v.reason ELSE m.error_message END,
+            delivered_at = COALESCE(v.delivered_at, m.delivered_at)
+         FROM jsonb_to_recordset($1::jsonb)
+            AS v(id bigint, status text, rank int, set_error boolean, code text, reason text, delivered_at timestamptz)
+         WHERE m.id = v.id AND {rank} < v.rank
+         RETURNING m.id"
+    );
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            sql,
+            [serde_json::Value::Array(rows).into(), now.into()],
+        ))
+        .await?;
+    for row in rows {
+        moved.insert(row.try_get_by_index::<i64>(0)?);
+    }
+    Ok(moved)
+}
+
+/// The message each report is about (None where it is not recorded): one query per kind of
+/// reference for the whole batch.
+async fn find_many(
+    db: &impl ConnectionTrait,
+    reports: &[&StatusReport],
+) -> Result<Vec<Option<message::Model>>> {
+    let mut ids = BTreeSet::new();
+    // Provider ids by provider: the unique index is on (provider, provider id).
+    let mut pids: BTreeMap<Option<&str>, BTreeSet<&str>> = BTreeMap::new();
+    for r in reports {
+        match &r.message {
+            MessageRef::Id { message_id, .. } | MessageRef::Omega { message_id } => {
+                ids.insert(*message_id);
+            }
+            MessageRef::Provider {
+                provider,
+                provider_message_id,
+                ..
+            } => {
+                pids.entry(provider.map(|p| p.as_str()))
+                    .or_default()
+                    .insert(provider_message_id.as_str());
+            }
+        }
+    }
+    let mut rows: Vec<message::Model> = vec![];
+    let ids: Vec<i64> = ids.into_iter().collect();
+    for chunk in ids.chunks(1000) {
+        rows.extend(
+            message::Entity::find()
+                .filter(message::Column::Id.is_in(chunk.iter().copied()))
+                .all(db)
+                .await?,
+        );
+    }
+    if crate::db::is_sqlite(db) {
+        for (provider, pids) in pids {
+            let pids: Vec<&str> = pids.into_iter().collect();
+            for chunk in pids.chunks(1000) {
+                let mut q = message::Entity::find()
+                    .filter(message::Column::ProviderMessageId.is_in(chunk.iter().copied()));
+                q = match provider {
+                    Some(p) => q.filter(message::Column::Provider.eq(p)),
+                    None => q,
+                };
+                rows.extend(q.all(db).await?);
+            }
+        }
     } else {
-        Applied::Kept
-    })
+        rows.extend(by_provider_ids_pg(db, &pids).await?);
+    }
+    Ok(reports
+        .iter()
+        .map(|r| {
+            rows.iter()
+                .find(|m| match &r.message {
+                    MessageRef::Id {
+                        business_id,
+                        message_id,
+                    } => m.id == *message_id && m.business_id == *business_id,
+                    MessageRef::Omega { message_id } => m.id == *message_id,
+                    MessageRef::Provider {
+                        business_id,
+                        provider,
+                        provider_message_id,
+                    } => {
+                        m.provider_message_id.as_deref() == Some(provider_message_id.as_str())
+                            && business_id.is_none_or(|b| m.business_id == b)
+                            && provider.is_none_or(|p| m.provider.as_deref() == Some(p.as_str()))
+                    }
+                })
+                .cloned()
+        })
+        .collect())
+}
+
+/// Postgres: messages by (provider, provider id), one index probe per pair whatever the
+/// planner's statistics say (a provider id is NULL until the message is sent, so statistics
+/// taken before often call every id rare and every scan cheap). An id whose provider is not
+/// known is looked for under every provider and under none.
+async fn by_provider_ids_pg(
+    db: &impl ConnectionTrait,
+    pids: &BTreeMap<Option<&str>, BTreeSet<&str>>,
+) -> Result<Vec<message::Model>> {
+    use sea_orm::{IdenStatic, Iterable};
+    let mut pairs = vec![];
+    let mut without = vec![];
+    for (provider, ids) in pids {
+        for id in ids {
+            match provider {
+                Some(p) => pairs.push(serde_json::json!({"provider": p, "pid": id})),
+                None => {
+                    without.push(*id);
+                    for p in Provider::ALL {
+                        pairs.push(serde_json::json!({"provider": p.as_str(), "pid": id}));
+                    }
+                }
+            }
+        }
+    }
+    let columns = message::Column::iter()
+        .map(|c| format!("m.\"{}\"", c.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {columns} FROM jsonb_to_recordset($1::jsonb) AS k(provider text, pid text)
+         JOIN messages m ON m.provider = k.provider AND m.provider_message_id = k.pid"
+    );
+    let mut rows = message::Entity::find()
+        .from_raw_sql(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            sql,
+            [serde_json::Value::Array(pairs).into()],
+        ))
+        .all(db)
+        .await?;
+    for chunk in without.chunks(1000) {
+        let q = message::Entity::find()
+            .filter(message::Column::Provider.is_null())
+            .filter(message::Column::ProviderMessageId.is_in(chunk.iter().copied()));
+        rows.extend(q.all(db).await?);
+    }
+    Ok(rows)
 }

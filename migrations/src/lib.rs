@@ -9,6 +9,7 @@ mod m0005_conversation_channels;
 mod m0006_conversation_cells;
 mod m0007_client_search;
 mod m0008_drop_counts_index;
+mod m0009_message_fillfactor;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_conversation_cells::Migration),
             Box::new(m0007_client_search::Migration),
             Box::new(m0008_drop_counts_index::Migration),
+            Box::new(m0009_message_fillfactor::Migration),
         ]
     }
 }

@@ -4,18 +4,13 @@ use std::sync::Arc;
 
 use apalis::prelude::Data;
 use entities::onboard;
+use entities::status::Applied;
 use jobs::{Delivery, Inbound, Job, JobError};
 use tracing::Instrument;
 
 use crate::Ctx;
 
-fn classify(e: entities::Error) -> JobError {
-    if e.is_transient() {
-        JobError::Transient(e.to_string())
-    } else {
-        JobError::Permanent(e.to_string())
-    }
-}
+use crate::job_error as classify;
 
 /// Handles one delivery of any job type.
 pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobError> {
@@ -29,7 +24,7 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
         attempt = d.attempt,
     );
     async {
-        let job: Job = serde_json::from_value(env.payload.clone()).map_err(|e| {
+        let job = <Job as serde::Deserialize>::deserialize(&env.payload).map_err(|e| {
             JobError::Permanent(format!("undecodable {} payload: {e}", env.job_type))
         })?;
         if job.job_type() != env.job_type {
@@ -51,7 +46,7 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
                 );
             }
             Job::SendSms(job) | Job::SendEmail(job) => {
-                crate::send::handle(&ctx, &job, d.attempt).await?
+                crate::send::handle(&ctx, Arc::new(job), d.attempt).await?
             }
             Job::RecordCall(call) => {
                 let recorded = entities::calls::record_call(&ctx.db, &call)
@@ -60,18 +55,22 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
                 tracing::info!(recorded, "recorded a call");
             }
             Job::UpdateStatus(updates) => {
-                // A report about a message not recorded yet fails transiently, so it is
-                // retried until the message appears (or the attempts run out).
-                for report in &updates.reports {
-                    let applied = entities::status::apply(&ctx.db, report)
-                        .await
-                        .map_err(|e| match e {
-                            entities::Error::NotFound(what) => {
-                                JobError::Transient(format!("{what} is not recorded (yet)"))
-                            }
-                            other => classify(other),
-                        })?;
-                    tracing::info!(status = ?report.status, source = %report.source, ?applied, "status report");
+                // Every report of the job goes into the shared batch; the job fails (and is
+                // retried whole: applied reports are duplicates then) if any report does.
+                let applied = futures::future::join_all(
+                    updates
+                        .reports
+                        .into_iter()
+                        .map(|report| ctx.batches.status.submit(report)),
+                )
+                .await;
+                let advanced = applied
+                    .iter()
+                    .filter(|a| matches!(a, Ok(Applied::Advanced)))
+                    .count();
+                tracing::info!(reports = applied.len(), advanced, "status reports");
+                if let Some(Err(e)) = applied.into_iter().find(Result::is_err) {
+                    return Err(e);
                 }
             }
             Job::ProcessInbound(inbound) => process_inbound(&ctx, &inbound).await?,

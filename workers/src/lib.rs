@@ -1,5 +1,6 @@
 //! The apalis workers: one worker per job type, each fetching from the shared queue and
 //! doing the job's database work (and, for send jobs, the provider call).
+mod batch;
 mod handlers;
 pub mod providers;
 mod send;
@@ -8,11 +9,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use apalis::prelude::*;
+use batch::Batcher;
 use entities::cache::TtlCache;
+use entities::outbound::{SendJob, Settlement};
+use entities::record::{Recorded, Slot};
+use entities::status::{Applied, StatusReport};
 use entities::types::{Channel, Provider};
 use jobs::worker::QueueSource;
-use jobs::{JobQueue, JobType, RetryPolicy};
+use jobs::{Job, JobError, JobQueue, JobType, RetryPolicy, StatusUpdates};
 use sea_orm::DatabaseConnection;
 
 pub use handlers::handle;
@@ -22,8 +29,127 @@ pub struct Ctx {
     pub db: DatabaseConnection,
     pub policy: RetryPolicy,
     pub providers: ProviderSettings,
-    /// For the jobs a job causes (the sandbox's status reports).
-    pub producer: jobs::Producer,
+    /// The database steps that concurrent jobs share a transaction for.
+    batches: Batches,
+}
+
+/// A data-layer failure as a job outcome: worth retrying or not.
+pub(crate) fn job_error(e: entities::Error) -> JobError {
+    if e.is_transient() {
+        JobError::Transient(e.to_string())
+    } else {
+        JobError::Permanent(e.to_string())
+    }
+}
+
+/// The group-committed steps of the send and status jobs (see [`batch`]).
+struct Batches {
+    /// A send's first step: its message recorded as `queued` (or found, on a re-run).
+    record: Batcher<Arc<SendJob>, Recorded>,
+    /// A send's last step: the provider's answer, or the failure.
+    settle: Batcher<Settlement, ()>,
+    /// The sandbox's delivery reports, queued as `UpdateStatus` jobs (one per business and
+    /// batch) like a provider's callbacks.
+    reports: Batcher<(i64, StatusReport), ()>,
+    /// Status reports applied.
+    status: Batcher<StatusReport, Applied>,
+}
+
+impl Batches {
+    fn new(db: &DatabaseConnection, producer: jobs::Producer, max: usize) -> Self {
+        let record = Batcher::new("record", max, {
+            let db = db.clone();
+            move |jobs: Vec<Arc<SendJob>>| {
+                let db = db.clone();
+                async move {
+                    let slots: Vec<Slot> = jobs
+                        .iter()
+                        .filter_map(|j| {
+                            Some(Slot {
+                                batch: &j.batch,
+                                index: j.index,
+                                item: j.batch.items.first()?,
+                            })
+                        })
+                        .collect();
+                    if slots.len() != jobs.len() {
+                        return Err(JobError::Permanent("a send job without its message".into()));
+                    }
+                    let recorded = entities::record::record_many(&db, &slots)
+                        .await
+                        .map_err(job_error)?;
+                    Ok(recorded.into_iter().map(|r| r.map_err(job_error)).collect())
+                }
+            }
+        });
+        let settle = Batcher::new("settle", max, {
+            let db = db.clone();
+            move |settlements: Vec<Settlement>| {
+                let db = db.clone();
+                async move {
+                    entities::outbound::settle_many(&db, &settlements)
+                        .await
+                        .map_err(job_error)?;
+                    Ok(settlements.iter().map(|_| Ok(())).collect())
+                }
+            }
+        });
+        let reports = Batcher::new("reports", max, move |reports: Vec<(i64, StatusReport)>| {
+            let producer = producer.clone();
+            async move {
+                let n = reports.len();
+                let mut by_business: BTreeMap<i64, Vec<StatusReport>> = BTreeMap::new();
+                for (business_id, report) in reports {
+                    by_business.entry(business_id).or_default().push(report);
+                }
+                let jobs: Vec<Job> = by_business
+                    .into_iter()
+                    .map(|(business_id, reports)| {
+                        Job::UpdateStatus(StatusUpdates {
+                            business_id: Some(business_id),
+                            reports,
+                        })
+                    })
+                    .collect();
+                producer
+                    .enqueue(&jobs, "sandbox", None)
+                    .await
+                    .map_err(|e| JobError::Transient(e.to_string()))?;
+                Ok((0..n).map(|_| Ok(())).collect())
+            }
+        });
+        let status = Batcher::new("status", max, {
+            let db = db.clone();
+            move |reports: Vec<StatusReport>| {
+                let db = db.clone();
+                async move {
+                    let refs: Vec<&StatusReport> = reports.iter().collect();
+                    let applied = entities::status::apply_many(&db, &refs)
+                        .await
+                        .map_err(job_error)?;
+                    Ok(applied
+                        .into_iter()
+                        .map(|a| {
+                            a.map_err(|e| match e {
+                                // A report can overtake the send it is about: retried until
+                                // the message appears (or the attempts run out).
+                                entities::Error::NotFound(what) => {
+                                    JobError::Transient(format!("{what} is not recorded (yet)"))
+                                }
+                                other => job_error(other),
+                            })
+                        })
+                        .collect())
+                }
+            }
+        });
+        Batches {
+            record,
+            settle,
+            reports,
+            status,
+        }
+    }
 }
 
 /// Where and how messages are sent.
@@ -255,6 +381,8 @@ pub struct WorkerOptions {
     pub providers: ProviderSettings,
     /// Jobs of one type handled at once by this process.
     pub concurrency: usize,
+    /// The most send or status jobs that share one transaction; so many of those run at once.
+    pub batch: usize,
     pub policy: RetryPolicy,
     /// A job running longer than this fails (and is retried).
     pub job_timeout: Duration,
@@ -276,11 +404,12 @@ pub async fn run(
     opts: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkersError> {
+    let batches = Batches::new(&db, jobs::Producer::new(queue.clone()), opts.batch);
     let ctx = Arc::new(Ctx {
         db,
         policy: opts.policy,
         providers: opts.providers.clone(),
-        producer: jobs::Producer::new(queue.clone()),
+        batches,
     });
     // Consumer names are unique per process so a restarted process never inherits a dead
     // one's deliveries silently; those are taken over after the visibility timeout.
@@ -292,6 +421,10 @@ pub async fn run(
         let concurrency = match job_type {
             // Onboarding is one large transaction per job: a few at a time is plenty.
             JobType::Onboard => opts.concurrency.min(2),
+            // Group-committed: the more run at once, the fuller each transaction.
+            JobType::SendSms | JobType::SendEmail | JobType::UpdateStatus => {
+                opts.concurrency.max(opts.batch)
+            }
             _ => opts.concurrency,
         };
         monitor = monitor.register(move |index| {

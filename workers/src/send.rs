@@ -3,31 +3,38 @@
 //! No double send: a message that already has a provider id, or is past `queued`, is not
 //! dispatched again. The one remaining window is a crash between the provider accepting the
 //! message and `mark_sent` committing (a few milliseconds): the re-run sends it again.
-use entities::outbound::{self, SendJob};
+use std::sync::Arc;
+
+use entities::outbound::{self, SendJob, Settlement};
 use entities::status::{MessageRef, StatusReport};
 use entities::types::{Channel, MessageStatus, Provider};
-use jobs::{Job, JobError, StatusUpdates};
+use jobs::JobError;
 
 use crate::Ctx;
 use crate::providers::{self, EmailOut, SendError, SmsOut};
 
-fn db_error(e: entities::Error) -> JobError {
-    if e.is_transient() {
-        JobError::Transient(e.to_string())
-    } else {
-        JobError::Permanent(e.to_string())
-    }
+use crate::job_error as db_error;
+
+/// Records that a message failed for good (no retry).
+async fn fail(
+    ctx: &Ctx,
+    message_id: i64,
+    provider: Provider,
+    code: &str,
+    reason: &str,
+) -> Result<(), JobError> {
+    ctx.batches
+        .settle
+        .submit(Settlement::failed(message_id, provider, code, reason))
+        .await
 }
 
-pub async fn handle(ctx: &Ctx, job: &SendJob, attempt: u32) -> Result<(), JobError> {
-    let item = job
-        .batch
-        .items
-        .first()
-        .ok_or_else(|| JobError::Permanent("a send job without its message".into()))?;
-    let msg = entities::record::record_at(&ctx.db, &job.batch, job.index, item)
-        .await
-        .map_err(db_error)?;
+pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), JobError> {
+    let Some(item) = job.batch.items.first() else {
+        return Err(JobError::Permanent("a send job without its message".into()));
+    };
+    let recorded = ctx.batches.record.submit(job.clone()).await?;
+    let msg = recorded.message;
     if msg.provider_message_id.is_some() || msg.status != MessageStatus::Queued.as_str() {
         tracing::info!(message_id = msg.id, status = %msg.status, "already dispatched; not sending again");
         return Ok(());
@@ -41,34 +48,22 @@ pub async fn handle(ctx: &Ctx, job: &SendJob, attempt: u32) -> Result<(), JobErr
     {
         Ok(p) => p,
         Err((kind, reason)) => {
-            outbound::mark_failed(&ctx.db, msg, kind, "provider_unavailable", &reason)
-                .await
-                .map_err(db_error)?;
-            return Ok(());
+            return fail(ctx, msg.id, kind, "provider_unavailable", &reason).await;
         }
     };
-    if let Some(reason) = outbound::consent(&ctx.db, msg.business_id, msg.client_id, channel)
-        .await
-        .map_err(db_error)?
-    {
-        outbound::mark_failed(&ctx.db, msg, provider.kind(), "opted_out", &reason)
-            .await
-            .map_err(db_error)?;
-        return Ok(());
+    if let Some(reason) = outbound::refusal(&recorded.client, channel) {
+        return fail(ctx, msg.id, provider.kind(), "opted_out", &reason).await;
     }
     let (from, result) = match channel {
         Channel::Sms => {
             let from = match &item.from {
                 Some(f) => Some(f.clone()),
-                None => location_number(ctx, job).await?,
+                None => location_number(ctx, &job).await?,
             };
             let Some(from) = from else {
                 let reason =
                     "no From number: the location has no phone number and no from_number was given";
-                outbound::mark_failed(&ctx.db, msg, provider.kind(), "no_sender", reason)
-                    .await
-                    .map_err(db_error)?;
-                return Ok(());
+                return fail(ctx, msg.id, provider.kind(), "no_sender", reason).await;
             };
             let sms = SmsOut {
                 from: &from,
@@ -84,10 +79,7 @@ pub async fn handle(ctx: &Ctx, job: &SendJob, attempt: u32) -> Result<(), JobErr
             let Some(from) = item.from.clone().or_else(|| provider.sender_address()) else {
                 let reason =
                     "no sender address: give from_email or configure the business's email provider";
-                outbound::mark_failed(&ctx.db, msg, provider.kind(), "no_sender", reason)
-                    .await
-                    .map_err(db_error)?;
-                return Ok(());
+                return fail(ctx, msg.id, provider.kind(), "no_sender", reason).await;
             };
             let email = EmailOut {
                 omega_id: msg.id,
@@ -109,21 +101,21 @@ pub async fn handle(ctx: &Ctx, job: &SendJob, attempt: u32) -> Result<(), JobErr
     match result {
         Ok((accepted, follow_up)) => {
             let pid = accepted.provider_message_id.clone();
-            let sent = outbound::mark_sent(
-                &ctx.db,
-                msg,
-                provider.kind(),
-                pid.clone(),
-                accepted.status,
-                &from,
-            )
-            .await
-            .map_err(db_error)?;
+            ctx.batches
+                .settle
+                .submit(Settlement::sent(
+                    msg.id,
+                    provider.kind(),
+                    pid.clone(),
+                    accepted.status,
+                    &from,
+                ))
+                .await?;
             if let Some((status, code, reason)) = follow_up {
                 // The sandbox reports delivery the way a provider callback would.
                 let report = StatusReport {
                     message: MessageRef::Provider {
-                        business_id: Some(sent.business_id),
+                        business_id: Some(msg.business_id),
                         provider: Some(Provider::Sandbox),
                         provider_message_id: pid,
                     },
@@ -135,25 +127,14 @@ pub async fn handle(ctx: &Ctx, job: &SendJob, attempt: u32) -> Result<(), JobErr
                     dedupe_key: format!("sandbox:{status}"),
                     opt_out: None,
                 };
-                let job = Job::UpdateStatus(StatusUpdates {
-                    business_id: Some(sent.business_id),
-                    reports: vec![report],
-                });
-                if let Err(e) = ctx
-                    .producer
-                    .enqueue(&[job], sent.request_id.as_deref().unwrap_or(""), None)
-                    .await
-                {
+                if let Err(e) = ctx.batches.reports.submit((msg.business_id, report)).await {
                     tracing::warn!(error = %e, "could not queue the sandbox's status report");
                 }
             }
             Ok(())
         }
         Err(SendError::Permanent { code, message }) => {
-            outbound::mark_failed(&ctx.db, msg, provider.kind(), &code, &message)
-                .await
-                .map_err(db_error)?;
-            Ok(())
+            fail(ctx, msg.id, provider.kind(), &code, &message).await
         }
         Err(SendError::Transient {
             message: error,
@@ -161,9 +142,7 @@ pub async fn handle(ctx: &Ctx, job: &SendJob, attempt: u32) -> Result<(), JobErr
         }) => {
             if ctx.policy.exhausted(attempt) {
                 let reason = format!("gave up after {attempt} attempts: {error}");
-                outbound::mark_failed(&ctx.db, msg, provider.kind(), "retries_exhausted", &reason)
-                    .await
-                    .map_err(db_error)?;
+                fail(ctx, msg.id, provider.kind(), "retries_exhausted", &reason).await?;
             }
             Err(match retry_after {
                 Some(after) => JobError::RetryAfter {

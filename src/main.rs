@@ -3,11 +3,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use omega::{Config, Role};
 
-// The workers allocate and free many small buffers per job (envelopes, rows, SQL); glibc's
-// allocator showed up at about a tenth of their CPU time in profiles.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "omega", version, about = "Queue-first messaging backend")]
 struct Cli {

@@ -129,8 +129,15 @@ def main():
         def run_batch(n, label, start_workers_after_push):
             before = int(psql(db, "SELECT COUNT(*) FROM messages"))
             workers = []
+            def start_workers():
+                # A worker holds few connections (its batches share them): 16 each keeps any
+                # number of workers here under Postgres's 100.
+                ws = [subprocess.Popen([binary, "worker"], env=dict(env, OMEGA_DB_MAX_CONNECTIONS="16"))
+                      for _ in range(args.workers)]
+                procs.extend(ws)  # stopped on the way out, even after an error
+                return ws
             if not start_workers_after_push:
-                workers = [subprocess.Popen([binary, "worker"], env=env) for _ in range(args.workers)]
+                workers = start_workers()
             t0 = time.time()
             per = 1000
             for i in range(0, n, per):
@@ -139,7 +146,7 @@ def main():
             pushed = time.time() - t0
             if start_workers_after_push:
                 t0 = time.time()
-                workers = [subprocess.Popen([binary, "worker"], env=env) for _ in range(args.workers)]
+                workers = start_workers()
             while True:
                 done = int(psql(db, f"SELECT COUNT(*) FROM messages WHERE status = 'delivered'")) - before_delivered[0]
                 if done >= n:
@@ -162,7 +169,8 @@ def main():
             run_batch(args.backlog, f"backlog then {args.workers} workers", True)
     finally:
         for p in procs:
-            p.terminate(); p.wait()
+            if p.poll() is None:
+                p.terminate(); p.wait()
         subprocess.run(f"psql -h 127.0.0.1 -U postgres -qc 'DROP DATABASE IF EXISTS {db} WITH (FORCE)'", shell=True)
         subprocess.run(f"redis-cli --scan --pattern '{{{prefix}:*' | xargs -r redis-cli del > /dev/null", shell=True)
 

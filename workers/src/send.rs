@@ -2,7 +2,9 @@
 //!
 //! No double send: a message that already has a provider id, or is past `queued`, is not
 //! dispatched again. The one remaining window is a crash between the provider accepting the
-//! message and `mark_sent` committing (a few milliseconds): the re-run sends it again.
+//! message and the settle batch holding its answer committing: the re-run sends it again.
+//! The window is the provider call plus at most two settle batches (the one under way and the
+//! one it waits in): milliseconds when idle, up to a few hundred under full load.
 use std::sync::Arc;
 
 use entities::outbound::{self, SendJob, Settlement};

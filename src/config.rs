@@ -16,7 +16,7 @@
 //! | `OMEGA_BOOTSTRAP_PLATFORM_KEY` | a platform API key ensured at start (`omk_…`) | unset |
 //! | `OMEGA_LOG_FORMAT` | `text` or `json` | `text` |
 //! | `OMEGA_WORKER_CONCURRENCY` | jobs of one type run at once per worker process | `16` |
-//! | `OMEGA_WORKER_BATCH` | the most send or status jobs that share one transaction (group commit); so many of them run at once per process | `2048` |
+//! | `OMEGA_WORKER_BATCH` | the most send or status jobs that share one transaction (group commit); so many of them run at once per process, which also bounds the sends a killed worker may repeat (BENCHMARKS.md, crash test) | `2048` |
 //! | `OMEGA_JOB_MAX_ATTEMPTS` | attempts before a job goes dead | `8` |
 //! | `OMEGA_JOB_BACKOFF_BASE_MS` | first retry delay (doubles each attempt, with jitter) | `1000` |
 //! | `OMEGA_JOB_BACKOFF_MAX_MS` | longest retry delay | `300000` |

@@ -61,6 +61,19 @@ pub async fn append_event(
     Ok(())
 }
 
+/// Appends many history entries, with multi-row INSERTs.
+pub(crate) async fn insert_events(
+    db: &impl ConnectionTrait,
+    events: Vec<message_event::ActiveModel>,
+) -> Result<()> {
+    for chunk in events.chunks(crate::record::INSERT_CHUNK) {
+        message_event::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
 /// One entry of a message's status history, to insert.
 pub fn event_row(
     message_id: i64,

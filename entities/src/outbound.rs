@@ -188,12 +188,7 @@ async fn settle_in(
             crate::inbox::event_row(s.message_id, s.status, error, "worker", now, now)
         })
         .collect();
-    for chunk in events.chunks(500) {
-        crate::message_event::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
+    crate::inbox::insert_events(db, events).await
 }
 
 /// Failure codes that retrying cannot fix (the recipient, not the moment, is the problem).

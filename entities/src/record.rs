@@ -15,7 +15,7 @@ use crate::inbox::{Touch, ensure_client, find_or_create_conversation, touch_conv
 use crate::types::{
     Channel, Direction, MessageCategory, MessageStatus, NotificationType, Provider, UserType,
 };
-use crate::{Result, client, conversation, message, message_event};
+use crate::{Result, client, conversation, message};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RecordBatch {
@@ -137,7 +137,7 @@ pub(crate) async fn record_one(
 }
 
 /// Rows per multi-row INSERT: under both databases' limits on bound parameters.
-const INSERT_CHUNK: usize = 500;
+pub(crate) const INSERT_CHUNK: usize = 500;
 
 /// The set-based recording: clients and conversations are read for the whole batch (and
 /// created one by one only where missing), messages and their first events are inserted
@@ -171,7 +171,14 @@ pub async fn record_in(
         .zip(&keys)
         .map(|(s, k)| message_row(s, conversations[k], location_of(s), at_of(s), now))
         .collect();
-    let mut inserted: HashMap<(String, i32), message::Model> = HashMap::new();
+    // Where each request slot stands in the batch (its first place, if it is there twice).
+    let mut position: HashMap<(&str, i32), usize> = HashMap::with_capacity(slots.len());
+    for (i, s) in slots.iter().enumerate() {
+        position
+            .entry((s.batch.request_id.as_str(), s.index))
+            .or_insert(i);
+    }
+    let mut inserted: Vec<Option<message::Model>> = vec![None; slots.len()];
     for chunk in rows.chunks(INSERT_CHUNK) {
         // Any of the message's unique keys (request slot, caller id, provider id) may
         // already hold it: a conflict on any of them means "recorded before", hence no
@@ -186,57 +193,54 @@ pub async fn record_in(
             TryInsertResult::Conflicted | TryInsertResult::Empty => vec![],
         };
         for m in rows {
-            let key = (
-                m.request_id.clone().unwrap_or_default(),
+            let slot = (
+                m.request_id.as_deref().unwrap_or(""),
                 m.request_index.unwrap_or(-1),
             );
-            inserted.insert(key, m);
+            if let Some(&i) = position.get(&slot) {
+                inserted[i] = Some(m);
+            }
         }
     }
 
-    let mut events = Vec::with_capacity(inserted.len());
-    let mut touches = Vec::with_capacity(inserted.len());
-    for s in slots {
-        if let Some(m) = inserted.get(&(s.batch.request_id.clone(), s.index)) {
-            events.push(crate::inbox::event_row(
-                m.id,
-                s.item.status,
-                None,
-                "record",
-                at_of(s),
-                now,
-            ));
-            touches.push(Touch {
-                conversation_id: m.conversation_id,
-                message_id: m.id,
-                at: at_of(s),
-                channel: s.batch.channel,
-                inbound: s.batch.direction == Direction::Inbound,
-            });
-        }
+    let mut events = Vec::with_capacity(slots.len());
+    let mut touches = Vec::with_capacity(slots.len());
+    for (s, m) in slots.iter().zip(&inserted) {
+        let Some(m) = m else { continue };
+        events.push(crate::inbox::event_row(
+            m.id,
+            s.item.status,
+            None,
+            "record",
+            at_of(s),
+            now,
+        ));
+        touches.push(Touch {
+            conversation_id: m.conversation_id,
+            message_id: m.id,
+            at: at_of(s),
+            channel: s.batch.channel,
+            inbound: s.batch.direction == Direction::Inbound,
+        });
     }
-    for chunk in events.chunks(INSERT_CHUNK) {
-        message_event::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(db)
-            .await?;
-    }
+    crate::inbox::insert_events(db, events).await?;
     touch_conversations(db, &touches).await?;
 
-    // The rest were recorded before: by an earlier run of the same request slot, or under
-    // the caller's id by another request.
+    // The rest were recorded before: by an earlier run of the same request slot, by the
+    // same slot earlier in this batch (a job delivered twice), or under the caller's id by
+    // another request. This transaction sees its own inserts.
     let missing: Vec<&Slot> = slots
         .iter()
-        .filter(|s| !inserted.contains_key(&(s.batch.request_id.clone(), s.index)))
+        .zip(&inserted)
+        .filter_map(|(s, m)| m.is_none().then_some(s))
         .collect();
     let earlier = recorded_before(db, &missing).await?;
-    let mut handed: Vec<message::Model> = vec![];
     Ok(slots
         .iter()
-        .map(|s| {
+        .zip(inserted)
+        .map(|(s, m)| {
             let client = client_of(s).clone();
-            // The same slot twice in one batch (a job delivered twice): the first inserted it.
-            if let Some(m) = inserted.remove(&(s.batch.request_id.clone(), s.index)) {
-                handed.push(m.clone());
+            if let Some(m) = m {
                 return Ok(Recorded {
                     message: m,
                     client,
@@ -245,7 +249,6 @@ pub async fn record_in(
             }
             earlier
                 .iter()
-                .chain(handed.iter())
                 .find(|m| {
                     (m.request_id.as_deref() == Some(s.batch.request_id.as_str())
                         && m.request_index == Some(s.index))
@@ -272,8 +275,7 @@ pub async fn record_in(
 /// (business, location key, client): a conversation's unique key.
 type ConversationKey = (i64, i64, i64);
 
-/// The batch's clients, read per business; missing ones are created from the message's
-/// address.
+/// The batch's clients, read per business; missing ones are created.
 async fn clients_of(
     db: &impl ConnectionTrait,
     slots: &[Slot<'_>],
@@ -296,11 +298,16 @@ async fn clients_of(
             found.insert((c.business_id, c.id), c);
         }
     }
+    // Missing ones are created in key order, so concurrent batches take the same locks in
+    // the same order; from the first message's address.
+    let mut missing: BTreeMap<(i64, i64), &Slot> = BTreeMap::new();
     for s in slots {
         let key = (s.batch.business_id, s.item.client_id);
-        if found.contains_key(&key) {
-            continue;
+        if !found.contains_key(&key) {
+            missing.entry(key).or_insert(s);
         }
+    }
+    for (key, s) in missing {
         // The client's own address: where an outbound message went, where an inbound one
         // came from.
         let address = if s.batch.direction == Direction::Inbound {

@@ -3,11 +3,10 @@
 //! undelivered / failed < read). A report seen before (same dedupe key) is recorded once.
 //! Provider events that are not a status (a click, a spam complaint, an unknown event) are
 //! kept in the history too, with the message's status unchanged.
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::NotSet,
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
     TryInsertResult,
     sea_query::{Expr, OnConflict},
@@ -100,30 +99,30 @@ async fn apply_in(
     now: DateTime<Utc>,
 ) -> Result<Vec<Result<Applied>>> {
     let found = find_many(db, reports).await?;
-    let dedupe = |i: usize| -> Option<String> {
-        found[i]
-            .as_ref()
-            .map(|m| format!("{}:{}", m.id, reports[i].dedupe_key))
-    };
+    // Each report's key in the history (None where its message is not recorded).
+    let keys: Vec<Option<String>> = found
+        .iter()
+        .zip(reports)
+        .map(|(m, r)| m.as_ref().map(|m| format!("{}:{}", m.id, r.dedupe_key)))
+        .collect();
     let events: Vec<message_event::ActiveModel> = (0..reports.len())
         .filter_map(|i| {
             let (m, r) = (found[i].as_ref()?, reports[i]);
             let current = m.status.parse().unwrap_or(MessageStatus::Queued);
-            Some(message_event::ActiveModel {
-                id: NotSet,
-                message_id: Set(m.id),
-                status: Set(r.status.unwrap_or(current).as_str().into()),
-                error_code: Set(r.error_code.clone()),
-                error_message: Set(r.error_message.clone()),
-                source: Set(r.source.clone()),
-                dedupe_key: Set(dedupe(i)),
-                occurred_at: Set(r.occurred_at),
-                created_at: Set(now),
-            })
+            let mut event = crate::inbox::event_row(
+                m.id,
+                r.status.unwrap_or(current),
+                Some((r.error_code.clone(), r.error_message.clone())),
+                &r.source,
+                r.occurred_at,
+                now,
+            );
+            event.dedupe_key = Set(keys[i].clone());
+            Some(event)
         })
         .collect();
     let mut fresh: HashSet<String> = HashSet::new();
-    for chunk in events.chunks(500) {
+    for chunk in events.chunks(crate::record::INSERT_CHUNK) {
         if let TryInsertResult::Inserted(rows) = message_event::Entity::insert_many(chunk.to_vec())
             .on_conflict(OnConflict::new().do_nothing().to_owned())
             .try_insert()
@@ -138,10 +137,10 @@ async fn apply_in(
     let mut counted = vec![false; reports.len()];
     let mut advances: BTreeMap<i64, Advance> = BTreeMap::new();
     for (i, r) in reports.iter().enumerate() {
-        let (Some(m), Some(key)) = (found[i].as_ref(), dedupe(i)) else {
+        let (Some(m), Some(key)) = (found[i].as_ref(), &keys[i]) else {
             continue;
         };
-        if !fresh.remove(&key) {
+        if !fresh.remove(key) {
             continue;
         }
         counted[i] = true;
@@ -340,27 +339,38 @@ async fn find_many(
     } else {
         rows.extend(by_provider_ids_pg(db, &pids).await?);
     }
+    let by_id: HashMap<i64, &message::Model> = rows.iter().map(|m| (m.id, m)).collect();
+    let mut by_pid: HashMap<&str, Vec<&message::Model>> = HashMap::new();
+    for m in &rows {
+        if let Some(pid) = &m.provider_message_id {
+            by_pid.entry(pid.as_str()).or_default().push(m);
+        }
+    }
     Ok(reports
         .iter()
         .map(|r| {
-            rows.iter()
-                .find(|m| match &r.message {
-                    MessageRef::Id {
-                        business_id,
-                        message_id,
-                    } => m.id == *message_id && m.business_id == *business_id,
-                    MessageRef::Omega { message_id } => m.id == *message_id,
-                    MessageRef::Provider {
-                        business_id,
-                        provider,
-                        provider_message_id,
-                    } => {
-                        m.provider_message_id.as_deref() == Some(provider_message_id.as_str())
-                            && business_id.is_none_or(|b| m.business_id == b)
+            let m = match &r.message {
+                MessageRef::Id {
+                    business_id,
+                    message_id,
+                } => by_id
+                    .get(message_id)
+                    .filter(|m| m.business_id == *business_id),
+                MessageRef::Omega { message_id } => by_id.get(message_id),
+                MessageRef::Provider {
+                    business_id,
+                    provider,
+                    provider_message_id,
+                } => by_pid
+                    .get(provider_message_id.as_str())
+                    .into_iter()
+                    .flatten()
+                    .find(|m| {
+                        business_id.is_none_or(|b| m.business_id == b)
                             && provider.is_none_or(|p| m.provider.as_deref() == Some(p.as_str()))
-                    }
-                })
-                .cloned()
+                    }),
+            };
+            m.map(|m| (*m).clone())
         })
         .collect())
 }

@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use crate::Ctx;
 
-use crate::job_error as classify;
+use crate::{job_error, retried_until_recorded};
 
 /// Handles one delivery of any job type.
 pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobError> {
@@ -38,7 +38,7 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
             Job::RecordSms(batch) | Job::RecordEmail(batch) => {
                 let outcome = entities::record::record_batch(&ctx.db, &batch)
                     .await
-                    .map_err(classify)?;
+                    .map_err(job_error)?;
                 tracing::info!(
                     recorded = outcome.recorded,
                     duplicates = outcome.duplicates,
@@ -51,7 +51,7 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
             Job::RecordCall(call) => {
                 let recorded = entities::calls::record_call(&ctx.db, &call)
                     .await
-                    .map_err(classify)?;
+                    .map_err(job_error)?;
                 tracing::info!(recorded, "recorded a call");
             }
             Job::UpdateStatus(updates) => {
@@ -76,7 +76,7 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
             Job::ProcessInbound(inbound) => process_inbound(&ctx, &inbound).await?,
             Job::Onboard(job) => {
                 if let Err(e) = onboard::apply(&ctx.db, &job.request_id, &job.data).await {
-                    let error = classify(e);
+                    let error = job_error(e);
                     let last =
                         matches!(error, JobError::Permanent(_)) || ctx.policy.exhausted(d.attempt);
                     let status = if last {
@@ -115,7 +115,7 @@ async fn process_inbound(ctx: &Ctx, inbound: &Inbound) -> Result<(), JobError> {
         Inbound::Sms(sms) => {
             let received = entities::inbound::receive_sms(&ctx.db, sms)
                 .await
-                .map_err(classify)?;
+                .map_err(job_error)?;
             tracing::info!(
                 recorded = received.recorded,
                 keyword = ?received.keyword,
@@ -125,19 +125,14 @@ async fn process_inbound(ctx: &Ctx, inbound: &Inbound) -> Result<(), JobError> {
         Inbound::Message(m) => {
             let recorded = entities::inbound::process_message(&ctx.db, m)
                 .await
-                .map_err(classify)?;
+                .map_err(job_error)?;
             tracing::info!(recorded, channel = %m.channel, "processed message");
         }
         Inbound::VoiceStatus(v) => {
             // A callback without the client's number waits for the TwiML's RecordCall.
             entities::calls::apply_voice_status(&ctx.db, v)
                 .await
-                .map_err(|e| match e {
-                    entities::Error::NotFound(what) => {
-                        JobError::Transient(format!("{what} is not recorded (yet)"))
-                    }
-                    other => classify(other),
-                })?;
+                .map_err(retried_until_recorded)?;
             tracing::info!(call_status = %v.call_status, "voice status");
         }
     }

@@ -42,6 +42,17 @@ pub(crate) fn job_error(e: entities::Error) -> JobError {
     }
 }
 
+/// A failure because what the job is about is not recorded yet (a provider callback that
+/// overtook its send): retried until it appears, or the attempts run out.
+pub(crate) fn retried_until_recorded(e: entities::Error) -> JobError {
+    match e {
+        entities::Error::NotFound(what) => {
+            JobError::Transient(format!("{what} is not recorded (yet)"))
+        }
+        other => job_error(other),
+    }
+}
+
 /// The group-committed steps of the send and status jobs (see [`batch`]).
 struct Batches {
     /// A send's first step: its message recorded as `queued` (or found, on a re-run).
@@ -127,18 +138,10 @@ impl Batches {
                     let applied = entities::status::apply_many(&db, &refs)
                         .await
                         .map_err(job_error)?;
+                    // A report can overtake the send it is about.
                     Ok(applied
                         .into_iter()
-                        .map(|a| {
-                            a.map_err(|e| match e {
-                                // A report can overtake the send it is about: retried until
-                                // the message appears (or the attempts run out).
-                                entities::Error::NotFound(what) => {
-                                    JobError::Transient(format!("{what} is not recorded (yet)"))
-                                }
-                                other => job_error(other),
-                            })
-                        })
+                        .map(|a| a.map_err(retried_until_recorded))
                         .collect())
                 }
             }

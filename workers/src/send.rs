@@ -15,7 +15,7 @@ use jobs::JobError;
 use crate::Ctx;
 use crate::providers::{self, EmailOut, SendError, SmsOut};
 
-use crate::job_error as db_error;
+use crate::job_error;
 
 /// Records that a message failed for good (no retry).
 async fn fail(
@@ -46,7 +46,7 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
         .providers
         .choose(channel, job.batch.provider, &ctx.db, job.batch.business_id)
         .await
-        .map_err(db_error)?
+        .map_err(job_error)?
     {
         Ok(p) => p,
         Err((kind, reason)) => {
@@ -164,7 +164,7 @@ async fn location_number(ctx: &Ctx, job: &SendJob) -> Result<Option<String>, Job
             .providers
             .location_number(&ctx.db, job.batch.business_id, l)
             .await
-            .map_err(db_error),
+            .map_err(job_error),
         None => Ok(None),
     }
 }

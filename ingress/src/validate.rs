@@ -134,9 +134,50 @@ pub fn normalize_phone(raw: &str) -> Option<String> {
     if !raw.starts_with('+') {
         return None;
     }
-    let number = phonenumber::parse(None, raw).ok()?;
-    phonenumber::is_valid(&number)
-        .then(|| number.format().mode(phonenumber::Mode::E164).to_string())
+    phone_memo::get_or_check(raw, |raw| {
+        let number = phonenumber::parse(None, raw).ok()?;
+        phonenumber::is_valid(&number)
+            .then(|| number.format().mode(phonenumber::Mode::E164).to_string())
+    })
+}
+
+/// Remembered answers of the phone number check. The check is a pure function, and an
+/// expensive one on the hot path: the phonenumber crate runs every regex of its metadata
+/// under one process-wide lock, so concurrent requests queue behind each other. A business
+/// sends to the same client numbers again and again, so most checks are answered here.
+mod phone_memo {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, RwLock};
+
+    /// Bounded: when full, the whole map is dropped (cheaper than tracking recency).
+    pub(super) const MAX_ENTRIES: usize = 8192;
+    /// Longer input is checked every time (E.164 numbers are at most 16 characters, so such
+    /// input is invalid anyway and not worth a slot).
+    const MAX_KEY: usize = 32;
+
+    type Memo = HashMap<Box<str>, Option<String>>;
+    static MEMO: LazyLock<RwLock<Memo>> = LazyLock::new(Default::default);
+
+    #[cfg(test)]
+    pub(super) fn len() -> usize {
+        MEMO.read().expect("phone memo poisoned").len()
+    }
+
+    pub fn get_or_check(raw: &str, check: impl FnOnce(&str) -> Option<String>) -> Option<String> {
+        if raw.len() > MAX_KEY {
+            return check(raw);
+        }
+        if let Some(known) = MEMO.read().expect("phone memo poisoned").get(raw) {
+            return known.clone();
+        }
+        let answer = check(raw);
+        let mut memo = MEMO.write().expect("phone memo poisoned");
+        if memo.len() >= MAX_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(raw.into(), answer.clone());
+        answer
+    }
 }
 
 pub fn is_email(value: &str) -> bool {
@@ -278,6 +319,39 @@ mod tests {
         assert_eq!(normalize_phone("4155552671"), None);
         assert_eq!(normalize_phone("+1"), None);
         assert_eq!(normalize_phone("hello"), None);
+    }
+
+    #[test]
+    fn remembered_phone_answers_match_fresh_ones_and_the_memo_stays_bounded() {
+        let inputs = [
+            "+1 415 555 2671",
+            "+15005550006",
+            "+1",
+            "+44 20 7946 0958",
+            "+99",
+        ];
+        let fresh: Vec<_> = inputs.iter().map(|p| normalize_phone(p)).collect();
+        let again: Vec<_> = inputs.iter().map(|p| normalize_phone(p)).collect();
+        assert_eq!(fresh, again);
+        assert_eq!(fresh[3].as_deref(), Some("+442079460958"));
+        assert_eq!(fresh[4], None);
+        let mut checks = 0;
+        for i in 0..(phone_memo::MAX_ENTRIES + 10) {
+            let number = format!("+1415{i:07}");
+            phone_memo::get_or_check(&number, |_| {
+                checks += 1;
+                None
+            });
+        }
+        assert_eq!(checks, phone_memo::MAX_ENTRIES + 10);
+        assert!(phone_memo::len() <= phone_memo::MAX_ENTRIES);
+        let last = format!("+1415{:07}", phone_memo::MAX_ENTRIES + 9);
+        let mut called = false;
+        phone_memo::get_or_check(&last, |_| {
+            called = true;
+            None
+        });
+        assert!(!called, "the memo forgot an answer it had room for");
     }
 
     #[test]

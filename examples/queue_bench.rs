@@ -24,7 +24,10 @@ fn envelope(n: usize) -> Envelope {
         enqueued_at: chrono::Utc::now().timestamp_millis(),
         last_error: None,
         first_failed_at: None,
-        payload: serde_json::json!({"type": "record_sms", "data": {"n": n}}),
+        payload: serde_json::value::to_raw_value(
+            &serde_json::json!({"type": "record_sms", "data": {"n": n}}),
+        )
+        .expect("a JSON payload"),
     }
 }
 

@@ -55,7 +55,7 @@ def wrk(lua_text, url, connections, duration, pid):
     text = out.stdout.read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     p50 = re.search(r"^\s*50%\s+(\S+)", text, re.M).group(1)
-    p99 = re.search(r"99%\s+(\S+)", text).group(1)
+    p99 = re.search(r"^\s*99%\s+(\S+)", text, re.M).group(1)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     sockerr = re.search(r"Socket errors: (.*)", text)
     return (f"{rps:,.0f} req/s  p50 {p50}  p99 {p99}  non-2xx {errors.group(1) if errors else 0}"

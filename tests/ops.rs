@@ -20,7 +20,10 @@ async fn one_dead_job(app: &TestApp) -> String {
         enqueued_at: chrono::Utc::now().timestamp_millis(),
         last_error: None,
         first_failed_at: None,
-        payload: json!({"type": "record_sms", "data": {"business_id": 1, "items": "broken"}}),
+        payload: serde_json::value::to_raw_value(
+            &json!({"type": "record_sms", "data": {"business_id": 1, "items": "broken"}}),
+        )
+        .unwrap(),
     };
     app.queue.push(std::slice::from_ref(&env)).await.unwrap();
     wait_for("the job to die", Duration::from_secs(20), || async {

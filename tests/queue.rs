@@ -38,7 +38,7 @@ fn envelope(payload: serde_json::Value) -> Envelope {
         enqueued_at: chrono::Utc::now().timestamp_millis(),
         last_error: None,
         first_failed_at: None,
-        payload,
+        payload: serde_json::value::to_raw_value(&payload).unwrap(),
     }
 }
 
@@ -58,7 +58,7 @@ async fn handler(d: Arc<Delivery>, seen: Data<Arc<Seen>>) -> Result<(), JobError
         .lock()
         .unwrap()
         .push((d.envelope.id.clone(), d.attempt));
-    let mode = d.envelope.payload["mode"]
+    let mode = d.envelope.payload_value()["mode"]
         .as_str()
         .unwrap_or("ok")
         .to_owned();

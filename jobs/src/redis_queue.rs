@@ -454,7 +454,7 @@ impl JobQueue for RedisQueue {
             last_error: error.to_owned(),
             first_failed_at,
             last_failed_at: now,
-            payload: d.envelope.payload.clone(),
+            payload: d.envelope.payload_value(),
         };
         let mut fresh = d.envelope.clone();
         fresh.attempt = 0;

@@ -378,7 +378,7 @@ impl JobQueue for SqlQueue {
         for row in rows {
             let raw: String = row.try_get("", "payload")?;
             let payload = serde_json::from_str::<Envelope>(&raw)
-                .map(|e| e.payload)
+                .map(|e| e.payload_value())
                 .unwrap_or(serde_json::Value::String(raw));
             let last_failed_at: Option<i64> = row.try_get("", "last_failed_at")?;
             items.push(DeadJob {

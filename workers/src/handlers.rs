@@ -24,7 +24,7 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
         attempt = d.attempt,
     );
     async {
-        let job = <Job as serde::Deserialize>::deserialize(&env.payload).map_err(|e| {
+        let job = serde_json::from_str::<Job>(env.payload.get()).map_err(|e| {
             JobError::Permanent(format!("undecodable {} payload: {e}", env.job_type))
         })?;
         if job.job_type() != env.job_type {

@@ -16,7 +16,7 @@
 //! | `OMEGA_BOOTSTRAP_PLATFORM_KEY` | a platform API key ensured at start (`omk_…`) | unset |
 //! | `OMEGA_LOG_FORMAT` | `text` or `json` | `text` |
 //! | `OMEGA_WORKER_CONCURRENCY` | jobs of one type run at once per worker process | `16` |
-//! | `OMEGA_WORKER_BATCH` | the most send or status jobs that share one transaction (group commit); so many of them run at once per process, which also bounds the sends a killed worker may repeat (BENCHMARKS.md, crash test) | `2048` |
+//! | `OMEGA_WORKER_BATCH` | the most send or status jobs that share one transaction (group commit); so many of them run at once per process, which also bounds the sends a killed worker may repeat: larger batches give a little more throughput and more re-sends after a crash (BENCHMARKS.md, crash test) | `512` |
 //! | `OMEGA_JOB_MAX_ATTEMPTS` | attempts before a job goes dead | `8` |
 //! | `OMEGA_JOB_BACKOFF_BASE_MS` | first retry delay (doubles each attempt, with jitter) | `1000` |
 //! | `OMEGA_JOB_BACKOFF_MAX_MS` | longest retry delay | `300000` |
@@ -156,7 +156,7 @@ impl Config {
                 var("OMEGA_WORKER_CONCURRENCY"),
                 16,
             )?,
-            worker_batch: parse("OMEGA_WORKER_BATCH", var("OMEGA_WORKER_BATCH"), 2048)?,
+            worker_batch: parse("OMEGA_WORKER_BATCH", var("OMEGA_WORKER_BATCH"), 512)?,
             job_max_attempts: parse("OMEGA_JOB_MAX_ATTEMPTS", var("OMEGA_JOB_MAX_ATTEMPTS"), 8)?,
             job_backoff_base: Duration::from_millis(parse(
                 "OMEGA_JOB_BACKOFF_BASE_MS",

@@ -2,6 +2,8 @@
 """Pipeline benchmark (run by `scripts/bench pipeline`), on Postgres + Redis with release builds:
 1. ingress accept rate: wrk POSTs /businesses/1/sms/send (one message, a business key) for a
    fixed time against one `omega ingress` (no workers): requests/s, p50/p99, errors, RSS;
+   then the same with a different phone number in each request (the ingress remembers
+   checked numbers, so the first step measures the remembered case);
 2. end to end: N messages (requests of 1,000) through `omega worker` processes with the
    sandbox provider into Postgres: messages/s until every one is sent and delivered;
 3. backlog (optional, --backlog M): M messages queued with no worker running, then workers

@@ -150,7 +150,8 @@ pub async fn record_in(
     if slots.is_empty() {
         return Ok(vec![]);
     }
-    let clients = clients_of(db, slots).await?;
+    let wanted = client_ids_by_business(slots);
+    let clients = clients_of(db, &wanted, slots).await?;
     let client_of = |s: &Slot| &clients[&(s.batch.business_id, s.item.client_id)];
     let location_of = |s: &Slot| s.batch.location_id.or(client_of(s).location_id);
     let at_of = |s: &Slot| s.batch.sent_at.unwrap_or(now);
@@ -164,7 +165,7 @@ pub async fn record_in(
             )
         })
         .collect();
-    let conversations = conversations_of(db, &keys, slots, at_of).await?;
+    let conversations = conversations_of(db, &wanted, &keys, slots, at_of).await?;
 
     let rows: Vec<message::ActiveModel> = slots
         .iter()
@@ -275,11 +276,8 @@ pub async fn record_in(
 /// (business, location key, client): a conversation's unique key.
 type ConversationKey = (i64, i64, i64);
 
-/// The batch's clients, read per business; missing ones are created.
-async fn clients_of(
-    db: &impl ConnectionTrait,
-    slots: &[Slot<'_>],
-) -> Result<HashMap<(i64, i64), client::Model>> {
+/// The batch's client ids, per business: clients and conversations are read by these.
+fn client_ids_by_business(slots: &[Slot<'_>]) -> BTreeMap<i64, BTreeSet<i64>> {
     let mut wanted: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
     for s in slots {
         wanted
@@ -287,8 +285,17 @@ async fn clients_of(
             .or_default()
             .insert(s.item.client_id);
     }
+    wanted
+}
+
+/// The batch's clients (`wanted`, per business), read per business; missing ones are created.
+async fn clients_of(
+    db: &impl ConnectionTrait,
+    wanted: &BTreeMap<i64, BTreeSet<i64>>,
+    slots: &[Slot<'_>],
+) -> Result<HashMap<(i64, i64), client::Model>> {
     let mut found = HashMap::new();
-    for (business_id, ids) in &wanted {
+    for (business_id, ids) in wanted {
         for c in client::Entity::find()
             .filter(client::Column::BusinessId.eq(*business_id))
             .filter(client::Column::Id.is_in(ids.iter().copied()))
@@ -321,20 +328,18 @@ async fn clients_of(
     Ok(found)
 }
 
-/// The conversation id of every key, read per business; missing ones are created (in key
-/// order, so concurrent batches take the same locks in the same order).
+/// The conversation id of every key, read per business for the clients in `wanted`;
+/// missing ones are created (in key order, so concurrent batches take the same locks in the
+/// same order).
 async fn conversations_of(
     db: &impl ConnectionTrait,
+    wanted: &BTreeMap<i64, BTreeSet<i64>>,
     keys: &[ConversationKey],
     slots: &[Slot<'_>],
     at_of: impl Fn(&Slot) -> DateTime<Utc>,
 ) -> Result<HashMap<ConversationKey, i64>> {
-    let mut wanted: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
-    for k in keys {
-        wanted.entry(k.0).or_default().insert(k.2);
-    }
     let mut found = HashMap::new();
-    for (business_id, clients) in &wanted {
+    for (business_id, clients) in wanted {
         for c in conversation::Entity::find()
             .filter(conversation::Column::BusinessId.eq(*business_id))
             .filter(conversation::Column::ClientId.is_in(clients.iter().copied()))

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 type Reply<O> = oneshot::Sender<Result<O, JobError>>;
 type RunFn<I, O> =
-    dyn Fn(Vec<I>) -> Pin<Box<dyn Future<Output = BatchResult<O>> + Send>> + Send + Sync;
+    dyn Fn(Arc<[I]>) -> Pin<Box<dyn Future<Output = BatchResult<O>> + Send>> + Send + Sync;
 
 /// One result per item, in order; Err when the batch failed as a whole.
 pub type BatchResult<O> = Result<Vec<Result<O, JobError>>, JobError>;
@@ -26,14 +26,16 @@ pub struct Batcher<I, O> {
 
 impl<I, O> Batcher<I, O>
 where
-    I: Clone + Send + 'static,
+    I: Clone + Send + Sync + 'static,
     O: Send + 'static,
 {
     /// Starts the batching task: it takes up to `max` waiting items at a time and gives them
-    /// to `run`. Must be called inside a Tokio runtime; the task ends with the last handle.
+    /// to `run` (shared, so a batch that fails can be run again item by item without a copy
+    /// of every batch kept aside). Must be called inside a Tokio runtime; the task ends with
+    /// the last handle.
     pub fn new<F, Fut>(name: &'static str, max: usize, run: F) -> Self
     where
-        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<[I]>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = BatchResult<O>> + Send + 'static,
     {
         let run: Arc<RunFn<I, O>> = Arc::new(move |items| Box::pin(run(items)));
@@ -43,7 +45,7 @@ where
             while rx.recv_many(&mut waiting, max.max(1)).await > 0 {
                 let (items, replies): (Vec<I>, Vec<Reply<O>>) = waiting.drain(..).unzip();
                 metrics::histogram!("omega_batch_size", "step" => name).record(items.len() as f64);
-                let results = run_batch(&*run, name, items).await;
+                let results = run_batch(&*run, name, items.into()).await;
                 for (reply, result) in replies.into_iter().zip(results) {
                     // The job may have timed out and gone; its result is then of no use.
                     let _ = reply.send(result);
@@ -72,7 +74,7 @@ fn lost(name: &str) -> JobError {
 async fn run_batch<I: Clone, O>(
     run: &RunFn<I, O>,
     name: &'static str,
-    items: Vec<I>,
+    items: Arc<[I]>,
 ) -> Vec<Result<O, JobError>> {
     let n = items.len();
     let whole = run(items.clone()).await;
@@ -91,8 +93,8 @@ async fn run_batch<I: Clone, O>(
         Err(e) => {
             tracing::warn!(step = name, size = n, error = %e, "a batch failed; running its items one by one");
             let mut out = Vec::with_capacity(n);
-            for item in items {
-                out.push(match run(vec![item]).await {
+            for item in items.iter() {
+                out.push(match run(Arc::from([item.clone()])).await {
                     Ok(mut one) if one.len() == 1 => one.pop().expect("one result"),
                     Ok(_) => Err(lost(name)),
                     Err(e) => Err(e),
@@ -111,7 +113,7 @@ mod tests {
     async fn concurrent_items_share_batches_and_a_failed_batch_is_split() {
         let sizes = Arc::new(std::sync::Mutex::new(vec![]));
         let seen = sizes.clone();
-        let batcher = Arc::new(Batcher::new("test", 8, move |items: Vec<i32>| {
+        let batcher = Arc::new(Batcher::new("test", 8, move |items: Arc<[i32]>| {
             seen.lock().unwrap().push(items.len());
             async move {
                 // A batch holding 13 fails as a whole; alone, 13 fails and the rest succeed.
@@ -122,7 +124,7 @@ mod tests {
                     return Ok(vec![Err(JobError::Permanent("thirteen".into()))]);
                 }
                 tokio::task::yield_now().await;
-                Ok(items.into_iter().map(|i| Ok(i * 2)).collect())
+                Ok(items.iter().map(|i| Ok(i * 2)).collect())
             }
         }));
         let calls = (0..20).map(|i| {

@@ -70,7 +70,7 @@ impl Batches {
     fn new(db: &DatabaseConnection, producer: jobs::Producer, max: usize) -> Self {
         let record = Batcher::new("record", max, {
             let db = db.clone();
-            move |jobs: Vec<Arc<SendJob>>| {
+            move |jobs: Arc<[Arc<SendJob>]>| {
                 let db = db.clone();
                 async move {
                     let slots: Vec<Slot> = jobs
@@ -95,7 +95,7 @@ impl Batches {
         });
         let settle = Batcher::new("settle", max, {
             let db = db.clone();
-            move |settlements: Vec<Settlement>| {
+            move |settlements: Arc<[Settlement]>| {
                 let db = db.clone();
                 async move {
                     entities::outbound::settle_many(&db, &settlements)
@@ -105,33 +105,40 @@ impl Batches {
                 }
             }
         });
-        let reports = Batcher::new("reports", max, move |reports: Vec<(i64, StatusReport)>| {
-            let producer = producer.clone();
-            async move {
-                let n = reports.len();
-                let mut by_business: BTreeMap<i64, Vec<StatusReport>> = BTreeMap::new();
-                for (business_id, report) in reports {
-                    by_business.entry(business_id).or_default().push(report);
-                }
-                let jobs: Vec<Job> = by_business
-                    .into_iter()
-                    .map(|(business_id, reports)| {
-                        Job::UpdateStatus(StatusUpdates {
-                            business_id: Some(business_id),
-                            reports,
+        let reports = Batcher::new(
+            "reports",
+            max,
+            move |reports: Arc<[(i64, StatusReport)]>| {
+                let producer = producer.clone();
+                async move {
+                    let n = reports.len();
+                    let mut by_business: BTreeMap<i64, Vec<StatusReport>> = BTreeMap::new();
+                    for (business_id, report) in reports.iter() {
+                        by_business
+                            .entry(*business_id)
+                            .or_default()
+                            .push(report.clone());
+                    }
+                    let jobs: Vec<Job> = by_business
+                        .into_iter()
+                        .map(|(business_id, reports)| {
+                            Job::UpdateStatus(StatusUpdates {
+                                business_id: Some(business_id),
+                                reports,
+                            })
                         })
-                    })
-                    .collect();
-                producer
-                    .enqueue(&jobs, "sandbox", None)
-                    .await
-                    .map_err(|e| JobError::Transient(e.to_string()))?;
-                Ok((0..n).map(|_| Ok(())).collect())
-            }
-        });
+                        .collect();
+                    producer
+                        .enqueue(&jobs, "sandbox", None)
+                        .await
+                        .map_err(|e| JobError::Transient(e.to_string()))?;
+                    Ok((0..n).map(|_| Ok(())).collect())
+                }
+            },
+        );
         let status = Batcher::new("status", max, {
             let db = db.clone();
-            move |reports: Vec<StatusReport>| {
+            move |reports: Arc<[StatusReport]>| {
                 let db = db.clone();
                 async move {
                     let refs: Vec<&StatusReport> = reports.iter().collect();

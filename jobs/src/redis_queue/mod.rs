@@ -8,6 +8,9 @@
 //!   for a burial an HSET into its dead-letter hash. So a job is always in exactly one place.
 //! - Due retries move from the delayed set back to the stream in bounded batches (a Lua
 //!   script with a LIMIT), never all at once, so any backlog drains.
+//!
+//! The dead-letter hash's listing, replay and drain are in [`dead`].
+mod dead;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,8 +26,6 @@ use crate::{Delivery, Envelope, JobType, QueueError, now_ms};
 const GROUP: &str = "omega";
 /// Due retries moved to the stream per fetch.
 const PROMOTE_BATCH: usize = 1000;
-/// Dead jobs replayed or drained per script call.
-const DEAD_BATCH: usize = 500;
 
 const PROMOTE: &str = r"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -35,33 +36,6 @@ end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #nxt == 0 then return {#due, -1} end
 return {#due, tonumber(nxt[2])}
-";
-
-const REPLAY: &str = r"
-local n = 0
-for _, id in ipairs(ARGV) do
-  local env = redis.call('HGET', KEYS[2], id)
-  if env then
-    redis.call('XADD', KEYS[4], '*', 'e', env)
-    redis.call('HDEL', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('ZREM', KEYS[3], id)
-    n = n + 1
-  end
-end
-return n
-";
-
-const DRAIN: &str = r"
-local n = 0
-for _, id in ipairs(ARGV) do
-  if redis.call('HDEL', KEYS[1], id) == 1 then
-    n = n + 1
-  end
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
-end
-return n
 ";
 
 pub struct RedisQueue {
@@ -113,8 +87,8 @@ impl RedisQueue {
             readers: Default::default(),
             last_reclaim: Default::default(),
             promote: Script::new(PROMOTE),
-            replay: Script::new(REPLAY),
-            drain: Script::new(DRAIN),
+            replay: Script::new(dead::REPLAY),
+            drain: Script::new(dead::DRAIN),
         };
         queue.ensure_groups().await?;
         Ok(queue)
@@ -258,71 +232,6 @@ impl RedisQueue {
         pipe.exec_async(&mut self.conn.clone()).await?;
         Ok(())
     }
-
-    async fn all_dead(&self, t: JobType) -> Result<Vec<DeadJob>, QueueError> {
-        let mut conn = self.conn.clone();
-        let all: HashMap<String, String> = conn.hgetall(self.keys(t).dead).await?;
-        let mut jobs = Vec::with_capacity(all.len());
-        for raw in all.values() {
-            jobs.push(parse_dead(raw)?);
-        }
-        jobs.sort_by(|a, b| {
-            b.last_failed_at
-                .cmp(&a.last_failed_at)
-                .then_with(|| b.id.cmp(&a.id))
-        });
-        Ok(jobs)
-    }
-
-    async fn run_dead_script(
-        &self,
-        script: &Script,
-        t: JobType,
-        ids: &[String],
-    ) -> Result<u64, QueueError> {
-        let keys = self.keys(t);
-        let mut conn = self.conn.clone();
-        let mut total = 0u64;
-        for chunk in ids.chunks(DEAD_BATCH) {
-            let n: u64 = script
-                .key(&keys.dead)
-                .key(&keys.dead_env)
-                .key(&keys.dead_idx)
-                .key(&keys.stream)
-                .arg(chunk)
-                .invoke_async(&mut conn)
-                .await?;
-            total += n;
-        }
-        Ok(total)
-    }
-}
-
-fn parse_dead(raw: &str) -> Result<DeadJob, QueueError> {
-    #[derive(serde::Deserialize)]
-    struct Stored {
-        id: String,
-        job_type: String,
-        request_id: Option<String>,
-        business_id: Option<i64>,
-        attempts: u32,
-        last_error: String,
-        first_failed_at: i64,
-        last_failed_at: i64,
-        payload: serde_json::Value,
-    }
-    let s: Stored = serde_json::from_str(raw)?;
-    Ok(DeadJob {
-        id: s.id,
-        job_type: s.job_type,
-        request_id: s.request_id,
-        business_id: s.business_id,
-        attempts: s.attempts,
-        last_error: s.last_error,
-        first_failed_at: s.first_failed_at,
-        last_failed_at: s.last_failed_at,
-        payload: s.payload,
-    })
 }
 
 #[async_trait]
@@ -539,52 +448,7 @@ impl JobQueue for RedisQueue {
         offset: u64,
         limit: u64,
     ) -> Result<DeadPage, QueueError> {
-        let keys = self.keys(t);
-        let mut conn = self.conn.clone();
-        let unfiltered = selector.ids.is_none()
-            && selector.business_id.is_none()
-            && selector.error_contains.is_none();
-        if unfiltered {
-            let total: u64 = conn.zcard(&keys.dead_idx).await?;
-            if limit == 0 {
-                return Ok(DeadPage {
-                    items: Vec::new(),
-                    total,
-                });
-            }
-            let ids: Vec<String> = conn
-                .zrevrange(
-                    &keys.dead_idx,
-                    offset as isize,
-                    (offset + limit - 1) as isize,
-                )
-                .await?;
-            let mut items = Vec::with_capacity(ids.len());
-            if !ids.is_empty() {
-                let raws: Vec<Option<String>> = redis::cmd("HMGET")
-                    .arg(&keys.dead)
-                    .arg(&ids)
-                    .query_async(&mut conn)
-                    .await?;
-                for raw in raws.into_iter().flatten() {
-                    items.push(parse_dead(&raw)?);
-                }
-            }
-            return Ok(DeadPage { items, total });
-        }
-        let matching: Vec<DeadJob> = self
-            .all_dead(t)
-            .await?
-            .into_iter()
-            .filter(|j| selector.matches(j))
-            .collect();
-        let total = matching.len() as u64;
-        let items = matching
-            .into_iter()
-            .skip(offset as usize)
-            .take(limit as usize)
-            .collect();
-        Ok(DeadPage { items, total })
+        self.dead_page(t, selector, offset, limit).await
     }
 
     async fn dead_ids(
@@ -592,21 +456,7 @@ impl JobQueue for RedisQueue {
         t: JobType,
         selector: &DeadSelector,
     ) -> Result<Vec<String>, QueueError> {
-        let keys = self.keys(t);
-        let mut conn = self.conn.clone();
-        if selector.business_id.is_none() && selector.error_contains.is_none() {
-            if let Some(ids) = &selector.ids {
-                return Ok(ids.clone());
-            }
-            return Ok(conn.zrevrange(&keys.dead_idx, 0, -1).await?);
-        }
-        Ok(self
-            .all_dead(t)
-            .await?
-            .into_iter()
-            .filter(|j| selector.matches(j))
-            .map(|j| j.id)
-            .collect())
+        self.matching_dead_ids(t, selector).await
     }
 
     async fn replay_dead(&self, t: JobType, selector: &DeadSelector) -> Result<u64, QueueError> {

@@ -253,12 +253,14 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
                 smtp_url: config.smtp_url.clone(),
                 default_sms: config.default_sms_provider,
                 default_email: config.default_email_provider,
-                sealer: entities::secrets::Sealer::new(
-                    config
-                        .secret_key
-                        .as_deref()
-                        .context("the secret key is set by prepare()")?,
-                ),
+                credentials: Arc::new(entities::credentials::CredentialStore::new(
+                    entities::secrets::Sealer::new(
+                        config
+                            .secret_key
+                            .as_deref()
+                            .context("the secret key is set by prepare()")?,
+                    ),
+                )),
                 lookups: Default::default(),
             },
         };

@@ -12,6 +12,13 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+/// How long the hot paths trust what they looked up about a business (its credentials,
+/// default providers, which business owns a number): onboarding changes reach the ingress and
+/// the workers within this time.
+pub const LOOKUP_TTL: Duration = Duration::from_secs(5);
+/// Entries a lookup cache keeps before it is cleared.
+pub const LOOKUP_MAX: usize = 100_000;
+
 pub struct TtlCache<K, V> {
     ttl: Duration,
     max_entries: usize,

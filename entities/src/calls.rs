@@ -7,7 +7,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::inbox::{find_or_create_conversation, touch_conversation};
+use crate::conversations::{find_or_create_conversation, touch_conversation};
 use crate::types::{Channel, ClientType, Direction, MessageStatus, Provider, UserType};
 use crate::{Error, Result, client, location, message, staff_location};
 
@@ -93,7 +93,7 @@ pub async fn record_call(db: &DatabaseConnection, call: &CallRecord) -> Result<b
         TryInsertResult::Inserted(res) => res.last_insert_id,
         TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(false),
     };
-    crate::inbox::append_event(&txn, message_id, status, None, "provider", call.at).await?;
+    crate::events::append_event(&txn, message_id, status, None, "provider", call.at).await?;
     touch_conversation(
         &txn,
         conversation.id,
@@ -143,7 +143,7 @@ pub async fn find_or_create_by_address(
             .await?
             .map(|c| c.id)
             .unwrap_or(0);
-        let lead = crate::inbox::new_client(
+        let lead = crate::clients::new_client(
             business_id,
             lowest - 1,
             ClientType::Lead,

@@ -62,3 +62,89 @@ pub struct ProviderCredentials {
     #[serde(default)]
     pub email: Option<EmailCredentials>,
 }
+
+/// Which of a business's stored credentials: the key of its `provider_credentials` row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    Twilio,
+    Email,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Twilio => "twilio",
+            CredentialKind::Email => "email",
+        }
+    }
+}
+
+/// Reads and opens businesses' own provider credentials, each at most once per
+/// [`LOOKUP_TTL`](crate::cache::LOOKUP_TTL): the one loader the ingress and the workers use.
+pub struct CredentialStore {
+    sealer: crate::secrets::Sealer,
+    opened: crate::cache::TtlCache<(i64, CredentialKind), Option<Vec<u8>>>,
+}
+
+impl CredentialStore {
+    pub fn new(sealer: crate::secrets::Sealer) -> Self {
+        CredentialStore {
+            sealer,
+            opened: crate::cache::TtlCache::new(crate::cache::LOOKUP_TTL, crate::cache::LOOKUP_MAX),
+        }
+    }
+
+    /// The business's own Twilio account, if onboarding gave one.
+    pub async fn twilio(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        business_id: i64,
+    ) -> crate::Result<Option<TwilioCredentials>> {
+        self.load(db, business_id, CredentialKind::Twilio).await
+    }
+
+    /// The business's own email provider, if onboarding gave one.
+    pub async fn email(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        business_id: i64,
+    ) -> crate::Result<Option<EmailCredentials>> {
+        self.load(db, business_id, CredentialKind::Email).await
+    }
+
+    async fn load<T: serde::de::DeserializeOwned>(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        business_id: i64,
+        kind: CredentialKind,
+    ) -> crate::Result<Option<T>> {
+        use sea_orm::EntityTrait;
+        let plain = self
+            .opened
+            .get_or_load(&(business_id, kind), async {
+                let Some(row) = crate::provider_credential::Entity::find_by_id((
+                    business_id,
+                    kind.as_str().to_owned(),
+                ))
+                .one(db)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let plain = self.sealer.open(&row.sealed).map_err(|e| {
+                    crate::Error::Corrupt(format!("stored {} credentials: {e}", kind.as_str()))
+                })?;
+                Ok::<_, crate::Error>(Some(plain))
+            })
+            .await?;
+        plain
+            .map(|p| serde_json::from_slice(&p))
+            .transpose()
+            .map_err(|e| {
+                crate::Error::Corrupt(format!(
+                    "stored {} credentials of business {business_id}: {e}",
+                    kind.as_str()
+                ))
+            })
+    }
+}

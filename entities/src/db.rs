@@ -6,6 +6,12 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 
 use crate::Result;
 
+/// Rows per multi-row INSERT: well under both backends' bound-parameter limits (SQLite's
+/// 32,766, Postgres's 65,535) for the widest table written in bulk.
+pub const INSERT_CHUNK: usize = 500;
+/// Values per `IN (…)` list when a statement names rows by many keys.
+pub const IN_LIST_CHUNK: usize = 1000;
+
 /// Connects with settings fit for a server: a bounded pool, and for SQLite WAL mode with a
 /// busy timeout so that the ingress and the workers of one process can share the file.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection> {

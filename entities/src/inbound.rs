@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::calls::find_or_create_by_address;
-use crate::inbox::set_consent;
+use crate::clients::set_consent;
 use crate::record::{RecordBatch, RecordItem, record_one};
 use crate::types::{Channel, Direction, MessageStatus, Provider, UserType};
 

@@ -2,17 +2,22 @@
 //! the workers and the CLI share. Every function takes a connection or transaction.
 pub mod cache;
 pub mod calls;
+pub mod clients;
+pub mod conversations;
 pub mod credentials;
 pub mod db;
 pub mod directory;
 mod error;
+pub mod events;
 pub mod idempotency;
 pub mod inbound;
 pub mod inbox;
 pub mod keys;
+pub mod messages;
 pub mod model;
 pub mod onboard;
 pub mod outbound;
+pub mod query;
 pub mod receipts;
 pub mod record;
 pub mod search;

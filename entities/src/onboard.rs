@@ -7,14 +7,12 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::db::INSERT_CHUNK;
 use crate::types::ClientType;
 use crate::{
     Result, business, client, location, onboarding_run as run, provider_credential, staff,
     staff_location,
 };
-
-/// Rows per INSERT statement: well under SQLite's bound-parameter limit for every table here.
-const BATCH: usize = 500;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Onboarding {
@@ -222,7 +220,7 @@ async fn upsert(db: &impl ConnectionTrait, data: &Onboarding) -> Result<()> {
     .exec_without_returning(db)
     .await?;
 
-    for chunk in data.locations.chunks(BATCH) {
+    for chunk in data.locations.chunks(INSERT_CHUNK) {
         location::Entity::insert_many(chunk.iter().map(|l| location::ActiveModel {
             business_id: Set(b),
             id: Set(l.id),
@@ -247,7 +245,7 @@ async fn upsert(db: &impl ConnectionTrait, data: &Onboarding) -> Result<()> {
         .await?;
     }
 
-    for chunk in data.staff.chunks(BATCH) {
+    for chunk in data.staff.chunks(INSERT_CHUNK) {
         staff::Entity::insert_many(chunk.iter().map(|s| staff::ActiveModel {
             business_id: Set(b),
             id: Set(s.id),
@@ -290,7 +288,7 @@ async fn upsert(db: &impl ConnectionTrait, data: &Onboarding) -> Result<()> {
                     })
             })
             .collect();
-        for links in links.chunks(BATCH) {
+        for links in links.chunks(INSERT_CHUNK) {
             staff_location::Entity::insert_many(links.to_vec())
                 .on_conflict_do_nothing()
                 .exec_without_returning(db)
@@ -320,7 +318,7 @@ async fn upsert(db: &impl ConnectionTrait, data: &Onboarding) -> Result<()> {
         .await?;
     }
 
-    for chunk in data.clients.chunks(BATCH) {
+    for chunk in data.clients.chunks(INSERT_CHUNK) {
         client::Entity::insert_many(chunk.iter().map(|c| client::ActiveModel {
             business_id: Set(b),
             id: Set(c.id),

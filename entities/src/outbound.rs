@@ -185,10 +185,10 @@ async fn settle_in(
                 .error
                 .clone()
                 .map(|(code, reason)| (Some(code), Some(reason)));
-            crate::inbox::event_row(s.message_id, s.status, error, "worker", now, now)
+            crate::events::event_row(s.message_id, s.status, error, "worker", now, now)
         })
         .collect();
-    crate::inbox::insert_events(db, events).await
+    crate::events::insert_events(db, events).await
 }
 
 /// Failure codes that retrying cannot fix (the recipient, not the moment, is the problem).
@@ -270,7 +270,7 @@ pub async fn requeue(db: &DatabaseConnection, msg: message::Model) -> Result<Sen
     row.error_message = Set(None);
     row.updated_at = Set(now);
     row.update(&txn).await?;
-    crate::inbox::append_event(
+    crate::events::append_event(
         &txn,
         id,
         MessageStatus::Queued,
@@ -306,7 +306,7 @@ pub async fn unqueue(
 }
 
 fn resend_job(m: &message::Model) -> Result<SendJob> {
-    let strings = crate::inbox::json_strings;
+    let strings = crate::query::json_strings;
     let meta = &m.metadata;
     let batch = crate::record::RecordBatch {
         business_id: m.business_id,

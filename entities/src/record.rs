@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::inbox::{Touch, ensure_client, find_or_create_conversation, touch_conversations};
+use crate::clients::ensure_client;
+use crate::conversations::{Touch, find_or_create_conversation, touch_conversations};
+use crate::db::INSERT_CHUNK;
 use crate::types::{
     Channel, Direction, MessageCategory, MessageStatus, NotificationType, Provider, UserType,
 };
@@ -136,9 +138,6 @@ pub(crate) async fn record_one(
     Ok(recorded.pop().transpose()?.is_some_and(|r| r.inserted))
 }
 
-/// Rows per multi-row INSERT: under both databases' limits on bound parameters.
-pub(crate) const INSERT_CHUNK: usize = 500;
-
 /// The set-based recording: clients and conversations are read for the whole batch (and
 /// created one by one only where missing), messages and their first events are inserted
 /// with multi-row INSERTs, and each conversation is updated once.
@@ -208,7 +207,7 @@ pub async fn record_in(
     let mut touches = Vec::with_capacity(slots.len());
     for (s, m) in slots.iter().zip(&inserted) {
         let Some(m) = m else { continue };
-        events.push(crate::inbox::event_row(
+        events.push(crate::events::event_row(
             m.id,
             s.item.status,
             None,
@@ -224,7 +223,7 @@ pub async fn record_in(
             inbound: s.batch.direction == Direction::Inbound,
         });
     }
-    crate::inbox::insert_events(db, events).await?;
+    crate::events::insert_events(db, events).await?;
     touch_conversations(db, &touches).await?;
 
     // The rest were recorded before: by an earlier run of the same request slot, by the

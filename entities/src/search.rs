@@ -7,6 +7,7 @@ use sea_orm::{
     QueryTrait,
 };
 
+use crate::query::{Page, Paging};
 use crate::types::Channel;
 use crate::{Result, message};
 
@@ -39,9 +40,8 @@ pub async fn search_messages(
     db: &sea_orm::DatabaseConnection,
     scope: &SearchScope,
     words: &[String],
-    page: u64,
-    page_size: u64,
-) -> Result<(Vec<message::Model>, u64)> {
+    paging: Paging,
+) -> Result<Page<message::Model>> {
     let matches = match db.get_database_backend() {
         DbBackend::Postgres => Expr::cust_with_values(
             "\"messages\".\"search\" @@ plainto_tsquery('simple'::regconfig, $1)",
@@ -100,11 +100,11 @@ pub async fn search_messages(
     let rows = q
         .order_by_desc(message::Column::CreatedAt)
         .order_by_desc(message::Column::Id)
-        .offset(page.saturating_sub(1) * page_size)
-        .limit(page_size)
+        .offset(paging.offset())
+        .limit(paging.page_size)
         .all(db)
         .await?;
-    Ok((rows, total))
+    Ok(Page { items: rows, total })
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::db::IN_LIST_CHUNK;
 use crate::types::{Channel, MessageStatus, Provider};
 use crate::{Error, Result, message, message_event};
 
@@ -109,7 +110,7 @@ async fn apply_in(
         .filter_map(|i| {
             let (m, r) = (found[i].as_ref()?, reports[i]);
             let current = m.status.parse().unwrap_or(MessageStatus::Queued);
-            let mut event = crate::inbox::event_row(
+            let mut event = crate::events::event_row(
                 m.id,
                 r.status.unwrap_or(current),
                 Some((r.error_code.clone(), r.error_message.clone())),
@@ -122,7 +123,7 @@ async fn apply_in(
         })
         .collect();
     let mut fresh: HashSet<String> = HashSet::new();
-    for chunk in events.chunks(crate::record::INSERT_CHUNK) {
+    for chunk in events.chunks(crate::db::INSERT_CHUNK) {
         if let TryInsertResult::Inserted(rows) = message_event::Entity::insert_many(chunk.to_vec())
             .on_conflict(OnConflict::new().do_nothing().to_owned())
             .try_insert()
@@ -146,7 +147,7 @@ async fn apply_in(
         counted[i] = true;
         if let Some(reason) = &r.opt_out {
             let channel: Channel = m.channel.parse()?;
-            crate::inbox::set_consent(
+            crate::clients::set_consent(
                 db,
                 m.business_id,
                 m.client_id,
@@ -315,7 +316,7 @@ async fn find_many(
     }
     let mut rows: Vec<message::Model> = vec![];
     let ids: Vec<i64> = ids.into_iter().collect();
-    for chunk in ids.chunks(1000) {
+    for chunk in ids.chunks(IN_LIST_CHUNK) {
         rows.extend(
             message::Entity::find()
                 .filter(message::Column::Id.is_in(chunk.iter().copied()))
@@ -326,7 +327,7 @@ async fn find_many(
     if crate::db::is_sqlite(db) {
         for (provider, pids) in pids {
             let pids: Vec<&str> = pids.into_iter().collect();
-            for chunk in pids.chunks(1000) {
+            for chunk in pids.chunks(IN_LIST_CHUNK) {
                 let mut q = message::Entity::find()
                     .filter(message::Column::ProviderMessageId.is_in(chunk.iter().copied()));
                 q = match provider {
@@ -415,7 +416,7 @@ async fn by_provider_ids_pg(
         ))
         .all(db)
         .await?;
-    for chunk in without.chunks(1000) {
+    for chunk in without.chunks(IN_LIST_CHUNK) {
         let q = message::Entity::find()
             .filter(message::Column::Provider.is_null())
             .filter(message::Column::ProviderMessageId.is_in(chunk.iter().copied()));

@@ -59,8 +59,29 @@ impl Principal {
         }
     }
 
-    /// API keys only (platform, or this business's own); sessions may not use write APIs.
-    pub fn require_key_for(&self, business_id: i64) -> Result<(), ApiError> {
+    /// May read the business's data: an API key for it (platform, or the business's own), or a
+    /// staff session of that business.
+    pub fn can_read(&self, business_id: i64) -> Result<(), ApiError> {
+        match self {
+            Principal::Staff {
+                business_id: own, ..
+            } if *own == business_id => Ok(()),
+            Principal::Staff { .. } => {
+                Err(ApiError::forbidden("This session is not for this business"))
+            }
+            key => key.can_write(business_id),
+        }
+    }
+
+    /// May work the business's inbox as staff do (open conversations, notes, assignment,
+    /// status, read state, browser calls): whoever may read it.
+    pub fn can_work_inbox(&self, business_id: i64) -> Result<(), ApiError> {
+        self.can_read(business_id)
+    }
+
+    /// May queue work for the business (send, record, status reports, retries) and manage its
+    /// sessions: API keys only (platform, or the business's own); staff sessions may not.
+    pub fn can_write(&self, business_id: i64) -> Result<(), ApiError> {
         match self {
             Principal::Platform { .. } => Ok(()),
             Principal::Business {
@@ -83,7 +104,9 @@ impl Principal {
         }
     }
 
-    pub fn require_platform(&self) -> Result<(), ApiError> {
+    /// May operate omega itself (onboarding, keys, queues, every business at once): the
+    /// platform key only.
+    pub fn can_administer(&self) -> Result<(), ApiError> {
         match self {
             Principal::Platform { .. } => Ok(()),
             _ => Err(ApiError::forbidden(
@@ -271,19 +294,6 @@ impl Credentials {
             Some(s) if s.expires_at > Utc::now() => Ok(s.principal),
             _ => Err(poem_openapi::error::AuthorizationError.into()),
         }
-    }
-}
-
-/// Staff sessions may only reach their own business.
-pub fn require_business_access(principal: &Principal, business_id: i64) -> Result<(), ApiError> {
-    match principal {
-        Principal::Staff {
-            business_id: own, ..
-        } if *own == business_id => Ok(()),
-        Principal::Staff { .. } => {
-            Err(ApiError::forbidden("This session is not for this business"))
-        }
-        other => other.require_key_for(business_id),
     }
 }
 

@@ -6,13 +6,9 @@ use jobs::Producer;
 use sea_orm::DatabaseConnection;
 
 use crate::auth::Credentials;
-use entities::cache::TtlCache;
-
-/// How long a number's owner or a business's Twilio account is trusted (onboarding changes
-/// apply within this time).
-const LOOKUP_TTL: std::time::Duration = std::time::Duration::from_secs(5);
-const LOOKUP_MAX: usize = 100_000;
 use crate::error::ApiError;
+use entities::cache::{LOOKUP_MAX, LOOKUP_TTL, TtlCache};
+use entities::credentials::{CredentialStore, TwilioCredentials};
 
 /// Settings of the ingress that come from the configuration.
 #[derive(Clone, Debug)]
@@ -67,8 +63,8 @@ pub struct AppState {
     pub sns: crate::sns::SnsVerifier,
     /// Which location owns a phone number (webhooks name businesses by their numbers).
     numbers: TtlCache<String, Option<entities::location::Model>>,
-    /// Each business's Twilio account (its own, else the global one), opened.
-    twilio_accounts: TtlCache<i64, Option<entities::credentials::TwilioCredentials>>,
+    /// Businesses' own provider accounts, opened.
+    provider_credentials: CredentialStore,
     /// Businesses known to exist. They are never deleted, so a hit needs no database read.
     known_businesses: RwLock<HashSet<i64>>,
 }
@@ -80,9 +76,9 @@ impl AppState {
                 settings.email_webhooks.ses_topic_arns.clone(),
                 settings.email_webhooks.sns_trusted_cert_prefix.clone(),
             ),
+            provider_credentials: CredentialStore::new(settings.sealer.clone()),
             settings,
             numbers: TtlCache::new(LOOKUP_TTL, LOOKUP_MAX),
-            twilio_accounts: TtlCache::new(LOOKUP_TTL, LOOKUP_MAX),
             credentials: Credentials::new(db.clone()),
             db,
             producer,
@@ -108,35 +104,12 @@ impl AppState {
     pub async fn twilio_for(
         &self,
         business_id: i64,
-    ) -> Result<Option<entities::credentials::TwilioCredentials>, ApiError> {
-        self.twilio_accounts
-            .get_or_load(&business_id, self.load_twilio(business_id))
-            .await
-    }
-
-    async fn load_twilio(
-        &self,
-        business_id: i64,
-    ) -> Result<Option<entities::credentials::TwilioCredentials>, ApiError> {
-        use sea_orm::EntityTrait;
-        let own =
-            entities::provider_credential::Entity::find_by_id((business_id, "twilio".to_owned()))
-                .one(&self.db)
-                .await
-                .map_err(entities::Error::from)?;
-        match own {
-            Some(row) => {
-                let plain = self
-                    .settings
-                    .sealer
-                    .open(&row.sealed)
-                    .map_err(|e| ApiError::internal("opening credentials", e))?;
-                let creds = serde_json::from_slice(&plain)
-                    .map_err(|e| ApiError::internal("reading credentials", e))?;
-                Ok(Some(creds))
-            }
-            None => Ok(self.settings.twilio.clone()),
-        }
+    ) -> Result<Option<TwilioCredentials>, ApiError> {
+        let own = self
+            .provider_credentials
+            .twilio(&self.db, business_id)
+            .await?;
+        Ok(own.or_else(|| self.settings.twilio.clone()))
     }
 
     /// 404 unless the business has been onboarded.

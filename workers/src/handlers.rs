@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use crate::Ctx;
 
-use crate::{job_error, retried_until_recorded};
+use crate::outcome::{job_error, retried_until_recorded};
 
 /// Handles one delivery of any job type.
 pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobError> {

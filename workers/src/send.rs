@@ -13,9 +13,9 @@ use entities::types::{Channel, MessageStatus, Provider};
 use jobs::JobError;
 
 use crate::Ctx;
-use crate::providers::{self, EmailOut, SendError, SmsOut};
+use crate::providers::{EmailOut, SendError, SmsOut};
 
-use crate::job_error;
+use crate::outcome::job_error;
 
 /// Records that a message failed for good (no retry).
 async fn fail(
@@ -74,7 +74,7 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
                 media_urls: &job.media_urls,
                 status_callback: &format!("{}/twilio/sms/status", ctx.providers.public_url),
             };
-            let result = provider.send_sms(ctx, &sms).await;
+            let result = provider.send_sms(&ctx.providers.clients, &sms).await;
             (from, result)
         }
         _ => {
@@ -96,7 +96,7 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
                 html: job.html.as_deref(),
                 attachments: &item.attachments,
             };
-            let result = provider.send_email(ctx, &email).await;
+            let result = provider.send_email(&ctx.providers.clients, &email).await;
             (from, result)
         }
     };
@@ -166,95 +166,5 @@ async fn location_number(ctx: &Ctx, job: &SendJob) -> Result<Option<String>, Job
             .await
             .map_err(job_error),
         None => Ok(None),
-    }
-}
-
-/// A resolved provider for one message, with its credentials.
-pub enum Chosen {
-    Sandbox,
-    Twilio(entities::credentials::TwilioCredentials),
-    Sendgrid {
-        api_key: String,
-        from_email: Option<String>,
-    },
-    Smtp {
-        url: String,
-        from_email: Option<String>,
-    },
-}
-
-/// What the sandbox reports after accepting: a status, error code and reason.
-type FollowUp = Option<(MessageStatus, Option<String>, Option<String>)>;
-
-impl Chosen {
-    pub fn kind(&self) -> Provider {
-        match self {
-            Chosen::Sandbox => Provider::Sandbox,
-            Chosen::Twilio(_) => Provider::Twilio,
-            Chosen::Sendgrid { .. } => Provider::Sendgrid,
-            Chosen::Smtp { .. } => Provider::Smtp,
-        }
-    }
-
-    fn sender_address(&self) -> Option<String> {
-        match self {
-            Chosen::Sendgrid { from_email, .. } | Chosen::Smtp { from_email, .. } => {
-                from_email.clone()
-            }
-            _ => None,
-        }
-    }
-
-    async fn send_sms(
-        &self,
-        ctx: &Ctx,
-        sms: &SmsOut<'_>,
-    ) -> Result<(providers::Accepted, FollowUp), SendError> {
-        match self {
-            Chosen::Twilio(creds) => providers::twilio_send(&ctx.providers.clients, creds, sms)
-                .await
-                .map(|a| (a, None)),
-            Chosen::Sandbox => providers::sandbox_sms(sms.to)
-                .map(|a| (a, Some((MessageStatus::Delivered, None, None)))),
-            Chosen::Sendgrid { .. } | Chosen::Smtp { .. } => Err(SendError::Permanent {
-                code: "unsupported".into(),
-                message: "an email provider does not send SMS".into(),
-            }),
-        }
-    }
-
-    async fn send_email(
-        &self,
-        ctx: &Ctx,
-        email: &EmailOut<'_>,
-    ) -> Result<(providers::Accepted, FollowUp), SendError> {
-        match self {
-            Chosen::Sendgrid { api_key, .. } => {
-                providers::sendgrid_send(&ctx.providers.clients, api_key, email)
-                    .await
-                    .map(|a| (a, None))
-            }
-            Chosen::Smtp { url, .. } => providers::smtp_send(url, email).await.map(|a| (a, None)),
-            Chosen::Sandbox => {
-                let (accepted, bounces) = providers::sandbox_email(email.to);
-                let follow = if bounces {
-                    (
-                        MessageStatus::Failed,
-                        Some("bounce".to_owned()),
-                        Some(
-                            "The recipient's server refused the message (sandbox bounce)."
-                                .to_owned(),
-                        ),
-                    )
-                } else {
-                    (MessageStatus::Delivered, None, None)
-                };
-                Ok((accepted, Some(follow)))
-            }
-            Chosen::Twilio(_) => Err(SendError::Permanent {
-                code: "unsupported".into(),
-                message: "Twilio Messages does not send email".into(),
-            }),
-        }
     }
 }

@@ -9,12 +9,11 @@ use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 
 use super::ApiTags;
+use super::paging::{PageInfo, PageNumber, PageSize, page_info, paging};
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::validate::{Checker, ValidJson, Validate};
-
-const MAX_PAGE_SIZE: u64 = 100;
 
 /// One job type's queue.
 #[derive(Debug, Object)]
@@ -54,10 +53,8 @@ pub struct DeadJobItem {
 #[derive(Debug, Object)]
 pub struct PaginatedDeadJobs {
     pub items: Vec<DeadJobItem>,
-    pub page: u64,
-    pub page_size: u64,
-    pub total: u64,
-    pub total_pages: u64,
+    #[oai(flatten)]
+    pub page: PageInfo,
 }
 
 /// Which dead jobs to replay or drain: by `ids`, by filter (`business_id`, `error_contains`),
@@ -123,7 +120,7 @@ impl AdminApi {
         body: DeadJobSelection,
         replay: bool,
     ) -> Result<Json<DeadJobsAction>, ApiError> {
-        auth.principal().require_platform()?;
+        auth.principal().can_administer()?;
         let t = job_type(name)?;
         let queue = self.state.producer.queue();
         let selector = body.selector();
@@ -147,7 +144,7 @@ impl AdminApi {
     /// Per job type: pending, running, failed (waiting to retry), dead and done.
     #[oai(path = "/admin/queues", method = "get", tag = "ApiTags::Operators")]
     async fn queues(&self, auth: Auth) -> Result<Json<QueuesResponse>, ApiError> {
-        auth.principal().require_platform()?;
+        auth.principal().can_administer()?;
         let stats = self.state.producer.queue().stats().await?;
         Ok(Json(QueuesResponse {
             queues: stats
@@ -178,30 +175,22 @@ impl AdminApi {
         job_type: Path<String>,
         business_id: Query<Option<i64>>,
         error_contains: Query<Option<String>>,
-        #[oai(
-            default = "crate::api::schemas::first_page",
-            validator(minimum(value = "1"))
-        )]
-        page: Query<u64>,
-        #[oai(
-            default = "crate::api::schemas::default_page_size",
-            validator(minimum(value = "1"), maximum(value = "100"))
-        )]
-        page_size: Query<u64>,
+        page: Query<PageNumber>,
+        page_size: Query<PageSize>,
     ) -> Result<Json<PaginatedDeadJobs>, ApiError> {
-        auth.principal().require_platform()?;
+        auth.principal().can_administer()?;
         let t = self::job_type(&job_type.0)?;
         let selector = DeadSelector {
             ids: None,
             business_id: business_id.0,
             error_contains: error_contains.0,
         };
-        let size = page_size.0.min(MAX_PAGE_SIZE);
+        let paging = paging(page.0, page_size.0);
         let found = self
             .state
             .producer
             .queue()
-            .list_dead(t, &selector, (page.0 - 1).saturating_mul(size), size)
+            .list_dead(t, &selector, paging.offset(), paging.page_size)
             .await?;
         Ok(Json(PaginatedDeadJobs {
             items: found
@@ -220,10 +209,7 @@ impl AdminApi {
                     payload: j.payload,
                 })
                 .collect(),
-            page: page.0,
-            page_size: size,
-            total: found.total,
-            total_pages: found.total.div_ceil(size),
+            page: page_info(paging, found.total),
         }))
     }
 

@@ -15,7 +15,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::{Deserialize, Serialize};
 
 use super::ApiTags;
-use super::idempotency;
+use super::enqueue::{Owner, Submission, Undo, Work, enqueue};
 use crate::RequestId;
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -341,56 +341,57 @@ impl BusinessApi {
         body: ValidJson<BusinessOnboardRequest>,
         trace: Data<&RequestId>,
     ) -> Result<OnboardResponse, ApiError> {
-        auth.principal().require_platform()?;
         let ValidJson {
             mut value,
             body_hash,
         } = body;
         let state = &self.state;
-        let row_errors = value.split_rows();
-        let credentials = seal(&state.settings.sealer, value.providers.take())?;
-        let (accepted, replayed) = idempotency::once(
-            state,
-            auth.principal(),
-            idempotency_key.0,
-            "business/onboard",
-            &body_hash,
-            || async {
-                let request_id = uuid::Uuid::new_v4().to_string();
-                let business_id = value.business_id;
-                onboard::start_run(&state.db, &request_id, business_id).await?;
-                let job = Job::Onboard(OnboardJob {
-                    request_id: request_id.clone(),
-                    data: Onboarding {
-                        business_id,
-                        name: value.name,
-                        timezone: value.timezone,
-                        locations: value.locations,
-                        staff: value.staff,
-                        clients: value.clients,
-                        credentials,
-                        row_errors,
-                    },
-                });
-                if let Err(e) = state
-                    .producer
-                    .enqueue(&[job], &request_id, Some(&trace.0.0))
-                    .await
-                {
+        let sub = Submission {
+            owner: Owner::Platform,
+            idempotency_key: idempotency_key.0,
+            route: "business/onboard",
+            body_hash,
+            trace: &trace,
+        };
+        let (accepted, replayed) = enqueue(state, &auth, sub, |request_id| async move {
+            let row_errors = value.split_rows();
+            let credentials = seal(&state.settings.sealer, value.providers.take())?;
+            let business_id = value.business_id;
+            onboard::start_run(&state.db, &request_id, business_id).await?;
+            // A run the queue never got is failed, not left queued forever.
+            let undo: Undo = {
+                let (db, request_id) = (state.db.clone(), request_id.clone());
+                Box::pin(async move {
                     let note = Some("not accepted: the queue was unavailable".to_owned());
-                    if let Err(db) =
-                        onboard::set_run_status(&state.db, &request_id, onboard::FAILED, note).await
+                    if let Err(e) =
+                        onboard::set_run_status(&db, &request_id, onboard::FAILED, note).await
                     {
-                        tracing::warn!(error = %db, "could not mark an unqueued onboarding failed");
+                        tracing::warn!(error = %e, "could not mark an unqueued onboarding failed");
                     }
-                    return Err(e.into());
-                }
-                Ok(OnboardAccepted {
+                })
+            };
+            let job = Job::Onboard(OnboardJob {
+                request_id: request_id.clone(),
+                data: Onboarding {
+                    business_id,
+                    name: value.name,
+                    timezone: value.timezone,
+                    locations: value.locations,
+                    staff: value.staff,
+                    clients: value.clients,
+                    credentials,
+                    row_errors,
+                },
+            });
+            Ok(Work {
+                jobs: vec![job],
+                response: OnboardAccepted {
                     request_id,
                     status: OnboardingState::Queued,
-                })
-            },
-        )
+                },
+                undo: Some(undo),
+            })
+        })
         .await?;
         Ok(OnboardResponse::Accepted(
             Json(accepted),
@@ -411,7 +412,7 @@ impl BusinessApi {
         auth: Auth,
         business_id: Path<i64>,
     ) -> Result<Json<OnboardingStatus>, ApiError> {
-        auth.principal().require_key_for(business_id.0)?;
+        auth.principal().can_write(business_id.0)?;
         let run = onboard::latest_run(&self.state.db, business_id.0)
             .await?
             .ok_or_else(|| {

@@ -1,10 +1,11 @@
-//! Conversations of the inbox: create-or-retrieve, and a conversation's timeline.
+//! Conversations of the inbox: create-or-retrieve, the conversation list and its filter
+//! counts, and a conversation's timeline. The staff's commands on them are in `inbox`.
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use entities::directory;
-use entities::inbox;
+use entities::conversations::{self, list};
 use entities::types::{AssignmentFilterType, Channel, ClientConversationStatus, MessageFilterType};
+use entities::{events, inbox, messages};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -12,8 +13,9 @@ use serde::Deserialize;
 
 use super::ApiTags;
 use super::messages::MessageInclude;
+use super::paging::{PageInfo, PageNumber, PageSize, page_info, paging};
 use super::schemas::MessageItem;
-use crate::auth::{Auth, require_business_access};
+use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::validate::{Checker, ValidJson, Validate};
@@ -108,65 +110,12 @@ pub enum ConversationOpened {
 #[derive(Debug, Object)]
 pub struct PaginatedMessages {
     pub items: Vec<MessageItem>,
-    pub page: u64,
-    pub page_size: u64,
-    pub total: u64,
-    pub total_pages: u64,
+    #[oai(flatten)]
+    pub page: PageInfo,
     /// The conversation's detail (status, assignment and their history), on a
     /// conversation's timeline; absent on search results.
     #[oai(skip_serializing_if_is_none)]
     pub conversation: Option<ConversationResponse>,
-}
-
-/// An internal note: in the timeline, never sent to the client.
-#[derive(Debug, Object, Deserialize)]
-pub struct NoteRequest {
-    pub staff_id: i64,
-    /// 1 to 10,000 characters.
-    pub note: String,
-}
-
-impl Validate for NoteRequest {
-    fn validate(&mut self, c: &mut Checker) {
-        c.positive("staff_id", self.staff_id);
-        c.length("note", self.note.trim(), 1, 10_000);
-    }
-}
-
-#[derive(ApiResponse)]
-pub enum NoteCreated {
-    #[oai(status = 201)]
-    Created(Json<MessageItem>),
-}
-
-/// `staff_id: null` unassigns.
-#[derive(Debug, Object, Deserialize)]
-pub struct AssignRequest {
-    pub staff_id: Option<i64>,
-    #[serde(default)]
-    pub assigned_by: Option<i64>,
-}
-
-impl Validate for AssignRequest {
-    fn validate(&mut self, _c: &mut Checker) {}
-}
-
-#[derive(Debug, Object, Deserialize)]
-pub struct ConversationStatusRequest {
-    pub status: ClientConversationStatus,
-    /// For `snoozed`: until when.
-    #[serde(default)]
-    pub snoozed_until: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub staff_id: Option<i64>,
-}
-
-impl Validate for ConversationStatusRequest {
-    fn validate(&mut self, c: &mut Checker) {
-        if self.status == ClientConversationStatus::Snoozed && self.snoozed_until.is_none() {
-            c.fail("snoozed_until", "field required when snoozing", "missing");
-        }
-    }
 }
 
 #[derive(Debug, Object)]
@@ -206,10 +155,8 @@ pub struct ClientListResponse {
 #[derive(Debug, Object)]
 pub struct PaginatedConversations {
     pub items: Vec<ClientListResponse>,
-    pub page: u64,
-    pub page_size: u64,
-    pub total: u64,
-    pub total_pages: u64,
+    #[oai(flatten)]
+    pub page: PageInfo,
 }
 
 #[derive(Debug, Object)]
@@ -236,42 +183,6 @@ pub struct ConversationFilters {
     pub unread: u64,
 }
 
-/// Mark inbound messages read or unread: by staff (their assigned conversations),
-/// conversation, client, ids, channel and/or created before a time; at least one selector.
-#[derive(Debug, Object, Deserialize)]
-pub struct MessageStatusUpdateFilters {
-    pub is_read: bool,
-    #[serde(default)]
-    pub staff_id: Option<i64>,
-    #[serde(default)]
-    pub conversation_id: Option<i64>,
-    #[serde(default)]
-    pub client_id: Option<i64>,
-    #[serde(default)]
-    pub message_ids: Option<Vec<i64>>,
-    #[serde(default)]
-    pub channel: Option<Channel>,
-    #[serde(default)]
-    pub before: Option<DateTime<Utc>>,
-}
-
-impl Validate for MessageStatusUpdateFilters {
-    fn validate(&mut self, c: &mut Checker) {
-        let any = self.staff_id.is_some()
-            || self.conversation_id.is_some()
-            || self.client_id.is_some()
-            || self.message_ids.is_some()
-            || self.channel.is_some()
-            || self.before.is_some();
-        if !any {
-            c.fail("", "give at least one selector: staff_id, conversation_id, client_id, message_ids, channel or before", "value_error");
-        }
-        if let Some(ids) = &self.message_ids {
-            c.count("message_ids", ids.len(), 1, 10_000);
-        }
-    }
-}
-
 pub struct ConversationsApi {
     pub state: Arc<AppState>,
 }
@@ -293,10 +204,10 @@ impl ConversationsApi {
         business_id: Path<i64>,
         body: ValidJson<ConversationCreateRequest>,
     ) -> Result<ConversationOpened, ApiError> {
-        require_business_access(auth.principal(), business_id.0)?;
+        auth.principal().can_work_inbox(business_id.0)?;
         self.state.require_business_exists(business_id.0).await?;
         let req = body.value;
-        let (c, created) = inbox::open_conversation(
+        let (c, created) = conversations::open_conversation(
             &self.state.db,
             business_id.0,
             req.client_id,
@@ -333,24 +244,16 @@ impl ConversationsApi {
         channel: Query<Option<Channel>>,
         unread_only: Query<Option<bool>>,
         q: Query<Option<String>>,
-        #[oai(
-            default = "crate::api::schemas::first_page",
-            validator(minimum(value = "1"))
-        )]
-        page: Query<u64>,
-        #[oai(
-            default = "crate::api::schemas::default_page_size",
-            validator(minimum(value = "1"), maximum(value = "100"))
-        )]
-        page_size: Query<u64>,
+        page: Query<PageNumber>,
+        page_size: Query<PageSize>,
     ) -> Result<Json<PaginatedConversations>, ApiError> {
-        require_business_access(auth.principal(), business_id.0)?;
+        auth.principal().can_read(business_id.0)?;
         self.state.require_business_exists(business_id.0).await?;
         let me = staff_id.0.or(match auth.principal() {
             crate::auth::Principal::Staff { staff_id, .. } => Some(*staff_id),
             _ => None,
         });
-        let mut filter = directory::ConversationFilter {
+        let mut filter = list::ConversationFilter {
             status: status.0,
             location_id: location_id.0,
             channel: channel.0,
@@ -373,15 +276,10 @@ impl ConversationsApi {
                 }
             },
         }
-        let (rows, total) = directory::conversation_page(
-            &self.state.db,
-            business_id.0,
-            &filter,
-            page.0,
-            page_size.0,
-        )
-        .await?;
-        let items = rows
+        let paging = paging(page.0, page_size.0);
+        let found = list::conversation_page(&self.state.db, business_id.0, &filter, paging).await?;
+        let items = found
+            .items
             .into_iter()
             .map(|(c, cl, m)| ClientListResponse {
                 id: c.id,
@@ -409,10 +307,7 @@ impl ConversationsApi {
             .collect();
         Ok(Json(PaginatedConversations {
             items,
-            page: page.0,
-            page_size: page_size.0,
-            total,
-            total_pages: total.div_ceil(page_size.0),
+            page: page_info(paging, found.total),
         }))
     }
 
@@ -431,13 +326,13 @@ impl ConversationsApi {
         business_id: Path<i64>,
         staff_id: Query<Option<i64>>,
     ) -> Result<Json<ConversationFilters>, ApiError> {
-        require_business_access(auth.principal(), business_id.0)?;
+        auth.principal().can_read(business_id.0)?;
         self.state.require_business_exists(business_id.0).await?;
         let me = staff_id.0.or(match auth.principal() {
             crate::auth::Principal::Staff { staff_id, .. } => Some(*staff_id),
             _ => None,
         });
-        let c = directory::filter_counts(&self.state.db, business_id.0, me).await?;
+        let c = list::filter_counts(&self.state.db, business_id.0, me).await?;
         let status = ClientConversationStatus::ALL
             .iter()
             .map(|s| FilterCount {
@@ -489,144 +384,6 @@ impl ConversationsApi {
         }))
     }
 
-    /// Mark messages read or unread
-    ///
-    /// Inbound messages matching the selectors; the conversations' unread counts are recounted
-    /// in the same transaction. `updated`: messages changed.
-    #[oai(
-        path = "/businesses/:business_id/messages/read-status",
-        method = "post",
-        tag = "ApiTags::Businesses"
-    )]
-    async fn read_status(
-        &self,
-        auth: Auth,
-        business_id: Path<i64>,
-        body: ValidJson<MessageStatusUpdateFilters>,
-    ) -> Result<Json<super::status::UpdateSuccessResponse>, ApiError> {
-        require_business_access(auth.principal(), business_id.0)?;
-        self.state.require_business_exists(business_id.0).await?;
-        let b = body.value;
-        let sel = inbox::ReadSelection {
-            staff_id: b.staff_id,
-            conversation_id: b.conversation_id,
-            client_id: b.client_id,
-            message_ids: b.message_ids,
-            channel: b.channel,
-            before: b.before,
-        };
-        let updated = inbox::set_read(&self.state.db, business_id.0, b.is_read, &sel).await?;
-        Ok(Json(super::status::UpdateSuccessResponse {
-            success: true,
-            updated: updated as u32,
-        }))
-    }
-
-    /// Add internal note
-    ///
-    /// A timeline entry (`channel: "note"`) by a staff member of the business; never sent to
-    /// the client and never counted unread.
-    #[oai(
-        path = "/businesses/:business_id/conversations/:conversation_id/notes",
-        method = "post",
-        tag = "ApiTags::Businesses"
-    )]
-    async fn note(
-        &self,
-        auth: Auth,
-        business_id: Path<i64>,
-        conversation_id: Path<i64>,
-        body: ValidJson<NoteRequest>,
-    ) -> Result<NoteCreated, ApiError> {
-        require_business_access(auth.principal(), business_id.0)?;
-        self.state.require_business_exists(business_id.0).await?;
-        let req = body.value;
-        let row = inbox::add_note(
-            &self.state.db,
-            business_id.0,
-            conversation_id.0,
-            req.staff_id,
-            req.note.trim(),
-        )
-        .await
-        .map_err(|e| invalid_at_body(e, "staff_id"))?;
-        let item = MessageItem::from_model(row, None)
-            .map_err(|e| ApiError::internal("stored note unreadable", e))?;
-        Ok(NoteCreated::Created(Json(item)))
-    }
-
-    /// Assign a conversation
-    ///
-    /// To a staff member of the business (else 422), or nobody (`staff_id: null`); recorded as
-    /// a conversation event.
-    #[oai(
-        path = "/businesses/:business_id/conversations/:conversation_id/assign",
-        method = "post",
-        tag = "ApiTags::Businesses"
-    )]
-    async fn assign(
-        &self,
-        auth: Auth,
-        business_id: Path<i64>,
-        conversation_id: Path<i64>,
-        body: ValidJson<AssignRequest>,
-    ) -> Result<Json<super::status::UpdateSuccessResponse>, ApiError> {
-        require_business_access(auth.principal(), business_id.0)?;
-        self.state.require_business_exists(business_id.0).await?;
-        let req = body.value;
-        inbox::assign(
-            &self.state.db,
-            business_id.0,
-            conversation_id.0,
-            req.staff_id,
-            req.assigned_by,
-        )
-        .await
-        .map_err(|e| invalid_at_body(e, "staff_id"))?;
-        Ok(Json(super::status::UpdateSuccessResponse {
-            success: true,
-            updated: 1,
-        }))
-    }
-
-    /// Set a conversation's status
-    ///
-    /// open, pending, resolved or snoozed (with `snoozed_until`); recorded as a conversation
-    /// event. An inbound message reopens a resolved or snoozed conversation.
-    #[oai(
-        path = "/businesses/:business_id/conversations/:conversation_id/status",
-        method = "post",
-        tag = "ApiTags::Businesses"
-    )]
-    async fn status(
-        &self,
-        auth: Auth,
-        business_id: Path<i64>,
-        conversation_id: Path<i64>,
-        body: ValidJson<ConversationStatusRequest>,
-    ) -> Result<Json<super::status::UpdateSuccessResponse>, ApiError> {
-        require_business_access(auth.principal(), business_id.0)?;
-        self.state.require_business_exists(business_id.0).await?;
-        let req = body.value;
-        let actor = req.staff_id.or(match auth.principal() {
-            crate::auth::Principal::Staff { staff_id, .. } => Some(*staff_id),
-            _ => None,
-        });
-        inbox::set_status(
-            &self.state.db,
-            business_id.0,
-            conversation_id.0,
-            req.status,
-            req.snoozed_until,
-            actor,
-        )
-        .await?;
-        Ok(Json(super::status::UpdateSuccessResponse {
-            success: true,
-            updated: 1,
-        }))
-    }
-
     /// A conversation's messages
     ///
     /// Newest first; notes are in the timeline with `channel: "note"`. `include=events` adds
@@ -644,37 +401,24 @@ impl ConversationsApi {
         conversation_id: Path<i64>,
         filter: Query<Option<MessageFilterType>>,
         include: Query<Option<MessageInclude>>,
-        #[oai(
-            default = "crate::api::schemas::first_page",
-            validator(minimum(value = "1"))
-        )]
-        page: Query<u64>,
-        #[oai(
-            default = "crate::api::schemas::default_page_size",
-            validator(minimum(value = "1"), maximum(value = "100"))
-        )]
-        page_size: Query<u64>,
+        page: Query<PageNumber>,
+        page_size: Query<PageSize>,
     ) -> Result<Json<PaginatedMessages>, ApiError> {
-        require_business_access(auth.principal(), business_id.0)?;
+        auth.principal().can_read(business_id.0)?;
         self.state.require_business_exists(business_id.0).await?;
         let db = &self.state.db;
         let filter = filter.0.unwrap_or(MessageFilterType::All);
-        let (conversation, rows, total) = inbox::conversation_messages(
-            db,
-            business_id.0,
-            conversation_id.0,
-            filter,
-            page.0,
-            page_size.0,
-        )
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("Conversation {} not found", conversation_id.0))
-        })?;
-        let mut items = Vec::with_capacity(rows.len());
-        for row in rows {
+        let paging = paging(page.0, page_size.0);
+        let (conversation, found) =
+            messages::conversation_messages(db, business_id.0, conversation_id.0, filter, paging)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("Conversation {} not found", conversation_id.0))
+                })?;
+        let mut items = Vec::with_capacity(found.items.len());
+        for row in found.items {
             let events = match include.0 {
-                Some(MessageInclude::Events) => Some(inbox::message_events(db, row.id).await?),
+                Some(MessageInclude::Events) => Some(events::message_events(db, row.id).await?),
                 None => None,
             };
             items.push(
@@ -685,19 +429,8 @@ impl ConversationsApi {
         let events = inbox::conversation_events(db, conversation.id).await?;
         Ok(Json(PaginatedMessages {
             items,
-            page: page.0,
-            page_size: page_size.0,
-            total,
-            total_pages: total.div_ceil(page_size.0),
+            page: page_info(paging, found.total),
             conversation: Some(ConversationResponse::new(conversation, events)?),
         }))
-    }
-}
-
-/// A request naming a staff member of another business is a validation error at that field.
-fn invalid_at_body(e: entities::Error, field: &str) -> ApiError {
-    match e {
-        entities::Error::Invalid(msg) => ApiError::invalid_at(&["body", field], msg, "value_error"),
-        other => other.into(),
     }
 }

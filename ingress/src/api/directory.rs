@@ -11,7 +11,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::ApiTags;
-use crate::auth::{Auth, require_business_access};
+use super::paging::{PageInfo, PageNumber, PageSize, page_info, paging};
+use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -60,10 +61,8 @@ impl From<staff::Model> for StaffResponse {
 #[derive(Debug, Object)]
 pub struct PaginatedStaffResponse {
     pub items: Vec<StaffResponse>,
-    pub page: u64,
-    pub page_size: u64,
-    pub total: u64,
-    pub total_pages: u64,
+    #[oai(flatten)]
+    pub page: PageInfo,
 }
 
 #[derive(Debug, Object)]
@@ -132,10 +131,8 @@ impl TryFrom<client::Model> for BusinessClientDetails {
 #[derive(Debug, Object)]
 pub struct PaginatedBusinessClientDetails {
     pub items: Vec<BusinessClientDetails>,
-    pub page: u64,
-    pub page_size: u64,
-    pub total: u64,
-    pub total_pages: u64,
+    #[oai(flatten)]
+    pub page: PageInfo,
 }
 
 #[derive(Debug, Object)]
@@ -183,8 +180,9 @@ pub struct DirectoryApi {
 }
 
 impl DirectoryApi {
-    async fn allowed(&self, auth: &Auth, business_id: i64) -> Result<(), ApiError> {
-        require_business_access(auth.principal(), business_id)?;
+    /// The caller may read the business, and it exists.
+    async fn can_read(&self, auth: &Auth, business_id: i64) -> Result<(), ApiError> {
+        auth.principal().can_read(business_id)?;
         self.state.require_business_exists(business_id).await
     }
 }
@@ -202,7 +200,7 @@ impl DirectoryApi {
         auth: Auth,
         business_id: Path<i64>,
     ) -> Result<Json<Vec<LocationResponse>>, ApiError> {
-        self.allowed(&auth, business_id.0).await?;
+        self.can_read(&auth, business_id.0).await?;
         let rows = directory::locations(&self.state.db, business_id.0).await?;
         Ok(Json(rows.into_iter().map(LocationResponse::from).collect()))
     }
@@ -221,34 +219,23 @@ impl DirectoryApi {
         business_id: Path<i64>,
         q: Query<Option<String>>,
         location_id: Query<Option<i64>>,
-        #[oai(
-            default = "crate::api::schemas::first_page",
-            validator(minimum(value = "1"))
-        )]
-        page: Query<u64>,
-        #[oai(
-            default = "crate::api::schemas::default_page_size",
-            validator(minimum(value = "1"), maximum(value = "100"))
-        )]
-        page_size: Query<u64>,
+        page: Query<PageNumber>,
+        page_size: Query<PageSize>,
     ) -> Result<Json<PaginatedStaffResponse>, ApiError> {
-        self.allowed(&auth, business_id.0).await?;
+        self.can_read(&auth, business_id.0).await?;
+        let paging = paging(page.0, page_size.0);
         let q = q.0.filter(|q| !q.trim().is_empty());
         let found = directory::staff_page(
             &self.state.db,
             business_id.0,
             q.as_deref().map(str::trim),
             location_id.0,
-            page.0,
-            page_size.0,
+            paging,
         )
         .await?;
         Ok(Json(PaginatedStaffResponse {
             items: found.items.into_iter().map(StaffResponse::from).collect(),
-            page: page.0,
-            page_size: page_size.0,
-            total: found.total,
-            total_pages: found.total.div_ceil(page_size.0),
+            page: page_info(paging, found.total),
         }))
     }
 
@@ -264,7 +251,7 @@ impl DirectoryApi {
         business_id: Path<i64>,
         staff_id: Path<i64>,
     ) -> Result<Json<StaffDetailsResponse>, ApiError> {
-        self.allowed(&auth, business_id.0).await?;
+        self.can_read(&auth, business_id.0).await?;
         let (member, location_ids, open) =
             directory::staff_details(&self.state.db, business_id.0, staff_id.0)
                 .await?
@@ -294,18 +281,11 @@ impl DirectoryApi {
         q: Query<Option<String>>,
         location_id: Query<Option<i64>>,
         client_type: Query<Option<ClientType>>,
-        #[oai(
-            default = "crate::api::schemas::first_page",
-            validator(minimum(value = "1"))
-        )]
-        page: Query<u64>,
-        #[oai(
-            default = "crate::api::schemas::default_page_size",
-            validator(minimum(value = "1"), maximum(value = "100"))
-        )]
-        page_size: Query<u64>,
+        page: Query<PageNumber>,
+        page_size: Query<PageSize>,
     ) -> Result<Json<PaginatedBusinessClientDetails>, ApiError> {
-        self.allowed(&auth, business_id.0).await?;
+        self.can_read(&auth, business_id.0).await?;
+        let paging = paging(page.0, page_size.0);
         let q = q.0.filter(|q| !q.trim().is_empty());
         let found = directory::client_page(
             &self.state.db,
@@ -313,8 +293,7 @@ impl DirectoryApi {
             q.as_deref().map(str::trim),
             location_id.0,
             client_type.0,
-            page.0,
-            page_size.0,
+            paging,
         )
         .await?;
         let items = found
@@ -324,10 +303,7 @@ impl DirectoryApi {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Json(PaginatedBusinessClientDetails {
             items,
-            page: page.0,
-            page_size: page_size.0,
-            total: found.total,
-            total_pages: found.total.div_ceil(page_size.0),
+            page: page_info(paging, found.total),
         }))
     }
 
@@ -346,7 +322,7 @@ impl DirectoryApi {
         business_id: Path<i64>,
         client_id: Path<i64>,
     ) -> Result<Json<ClientDetailsResponse>, ApiError> {
-        self.allowed(&auth, business_id.0).await?;
+        self.can_read(&auth, business_id.0).await?;
         let d = directory::client_details(&self.state.db, business_id.0, client_id.0)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("Client {} not found", client_id.0)))?;

@@ -87,7 +87,7 @@ impl KeysApi {
         business_id: Path<i64>,
         body: ValidJson<ApiKeyCreateRequest>,
     ) -> Result<ApiKeyCreatedResponse, ApiError> {
-        auth.principal().require_platform()?;
+        auth.principal().can_administer()?;
         self.state.require_business_exists(business_id.0).await?;
         let name = body.value.name.trim().to_owned();
         let (row, key) = keys::create(
@@ -124,7 +124,7 @@ impl KeysApi {
         auth: Auth,
         business_id: Path<i64>,
     ) -> Result<Json<Vec<ApiKeyItem>>, ApiError> {
-        auth.principal().require_platform()?;
+        auth.principal().can_administer()?;
         self.state.require_business_exists(business_id.0).await?;
         let rows = keys::list_for_business(&self.state.db, business_id.0).await?;
         Ok(Json(rows.into_iter().map(ApiKeyItem::from).collect()))
@@ -139,7 +139,7 @@ impl KeysApi {
         tag = "ApiTags::Operators"
     )]
     async fn revoke(&self, auth: Auth, id: Path<i64>) -> Result<Json<ApiKeyItem>, ApiError> {
-        auth.principal().require_platform()?;
+        auth.principal().can_administer()?;
         let row = keys::revoke(&self.state.db, id.0).await?;
         tracing::info!(key_id = row.id, "api key revoked");
         Ok(Json(row.into()))

@@ -1,14 +1,14 @@
 //! Messages by the request that created them.
 use std::sync::Arc;
 
-use entities::inbox;
+use entities::{events, messages};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
 use super::ApiTags;
 use super::schemas::MessageItem;
-use crate::auth::{Auth, require_business_access};
+use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -47,11 +47,11 @@ impl MessagesApi {
             ));
         }
         let db = &self.state.db;
-        let rows = inbox::messages_by_request(db, business_id, request_id).await?;
+        let rows = messages::messages_by_request(db, business_id, request_id).await?;
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
             let events = match include {
-                Some(MessageInclude::Events) => Some(inbox::message_events(db, row.id).await?),
+                Some(MessageInclude::Events) => Some(events::message_events(db, row.id).await?),
                 None => None,
             };
             messages.push(
@@ -85,7 +85,7 @@ impl MessagesApi {
         request_id: Path<String>,
         include: Query<Option<MessageInclude>>,
     ) -> Result<Json<RequestMessages>, ApiError> {
-        require_business_access(auth.principal(), business_id.0)?;
+        auth.principal().can_read(business_id.0)?;
         self.state.require_business_exists(business_id.0).await?;
         self.by_request(Some(business_id.0), &request_id.0, include.0)
             .await
@@ -105,7 +105,7 @@ impl MessagesApi {
         request_id: Path<String>,
         include: Query<Option<MessageInclude>>,
     ) -> Result<Json<RequestMessages>, ApiError> {
-        auth.principal().require_platform()?;
+        auth.principal().can_administer()?;
         self.by_request(None, &request_id.0, include.0).await
     }
 }

@@ -5,10 +5,14 @@ pub mod business;
 pub mod conversations;
 pub mod directory;
 pub mod email_hooks;
+mod enqueue;
 pub mod health;
 mod idempotency;
+pub mod inbox;
 pub mod keys;
+mod message_fields;
 pub mod messages;
+mod paging;
 pub mod process;
 pub mod records;
 pub mod retry;
@@ -75,6 +79,7 @@ pub type Apis = (
         retry::RetryApi,
         directory::DirectoryApi,
         conversations::ConversationsApi,
+        inbox::InboxApi,
         twilio_hooks::TwilioHooksApi,
         email_hooks::EmailHooksApi,
         process::ProcessApi,
@@ -126,6 +131,9 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
                     state: state.clone(),
                 },
                 conversations::ConversationsApi {
+                    state: state.clone(),
+                },
+                inbox::InboxApi {
                     state: state.clone(),
                 },
                 twilio_hooks::TwilioHooksApi {

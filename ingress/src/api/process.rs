@@ -13,7 +13,7 @@ use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 
 use super::ApiTags;
-use super::records::{Submission, accept};
+use super::enqueue::{Owner, Submission, enqueue_messages};
 use super::schemas::QueuedResponse;
 use crate::RequestId;
 use crate::auth::Auth;
@@ -119,13 +119,13 @@ impl ProcessApi {
             body_hash,
         } = body;
         let sub = Submission {
-            business_id: m.business_id,
+            owner: Owner::Business(m.business_id),
             idempotency_key: idempotency_key.0,
             route: "messages/process",
             body_hash,
             trace: &trace,
         };
-        accept(&self.state, &auth, sub, |request_id| {
+        enqueue_messages(&self.state, &auth, sub, 1, |request_id| {
             let status = m.status.unwrap_or(match m.direction {
                 Direction::Inbound => MessageStatus::Received,
                 Direction::Outbound => MessageStatus::Sent,
@@ -148,7 +148,7 @@ impl ProcessApi {
                 sent_at: m.sent_at,
                 metadata: m.metadata.unwrap_or_else(|| serde_json::json!({})),
             }));
-            (vec![job], 1)
+            vec![job]
         })
         .await
     }

@@ -2,7 +2,6 @@
 //! ingress validates and queues one RecordSms / RecordEmail job; a worker records them.
 use std::sync::Arc;
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use entities::record::{RecordBatch, RecordItem};
 use entities::types::{
@@ -15,23 +14,17 @@ use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 
 use super::ApiTags;
-use super::idempotency;
-use super::schemas::{QueuedResponse, SuccessResponse};
+use super::enqueue::{Owner, Submission, enqueue_messages};
+use super::message_fields::{
+    EmailAttachment, MAX_EMAIL_CHARS, MAX_MESSAGES, MAX_SMS_CHARS, MAX_SUBJECT_CHARS,
+    default_sender, request_batch, validate_attachments, validate_copies, validate_ids,
+};
+use super::schemas::QueuedResponse;
 use crate::RequestId;
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::validate::{Checker, ValidJson, Validate};
-
-const MAX_MESSAGES: usize = 1000;
-const MAX_SMS_CHARS: usize = 1600;
-const MAX_EMAIL_CHARS: usize = 1_000_000;
-const MAX_SUBJECT_CHARS: usize = 998;
-const MAX_RECIPIENTS: usize = 100;
-
-fn default_sender() -> UserType {
-    UserType::Staff
-}
 
 /// Record SMS messages sent elsewhere (nothing is sent).
 #[derive(Debug, Object, Deserialize)]
@@ -180,23 +173,6 @@ pub struct RecordEmailItem {
     pub provider_metadata: Option<serde_json::Value>,
 }
 
-/// An attachment: inline `content` (base64) or a `url`.
-#[derive(Clone, Debug, Object, Deserialize, serde::Serialize)]
-pub struct EmailAttachment {
-    #[serde(default)]
-    #[oai(skip_serializing_if_is_none)]
-    pub content: Option<String>,
-    #[serde(default)]
-    #[oai(skip_serializing_if_is_none)]
-    pub content_type: Option<String>,
-    #[serde(default)]
-    #[oai(skip_serializing_if_is_none)]
-    pub filename: Option<String>,
-    #[serde(default)]
-    #[oai(skip_serializing_if_is_none)]
-    pub url: Option<String>,
-}
-
 impl Validate for RecordEmailRequest {
     const MAX_BODY: usize = 32 << 20;
 
@@ -221,22 +197,8 @@ impl Validate for RecordEmailRequest {
                         c.length("subject", subject, 0, MAX_SUBJECT_CHARS);
                     }
                     c.length("message", &m.message, 1, MAX_EMAIL_CHARS);
-                    for (field, list) in [("cc_email", &m.cc_email), ("bcc_email", &m.bcc_email)] {
-                        let Some(list) = list else { continue };
-                        c.count(field, list.len(), 0, MAX_RECIPIENTS);
-                        c.at(field, |c| {
-                            for (j, addr) in list.iter().enumerate() {
-                                c.at(j, |c| c.email("", addr));
-                            }
-                        });
-                    }
-                    if let Some(attachments) = &m.attachments {
-                        c.at("attachments", |c| {
-                            for (j, a) in attachments.iter().enumerate() {
-                                c.at(j, |c| validate_attachment(c, a));
-                            }
-                        });
-                    }
+                    validate_copies(c, &m.cc_email, &m.bcc_email);
+                    validate_attachments(c, &m.attachments);
                     validate_provider_fields(
                         c,
                         m.provider_message_id.as_deref(),
@@ -245,48 +207,6 @@ impl Validate for RecordEmailRequest {
                 });
             }
         });
-    }
-}
-
-pub(super) fn validate_attachment(c: &mut Checker, a: &EmailAttachment) {
-    if a.content.is_none() && a.url.is_none() {
-        c.fail(
-            "",
-            "an attachment needs `content` (base64) or a `url`",
-            "value_error",
-        );
-    }
-    if let Some(content) = &a.content
-        && base64::engine::general_purpose::STANDARD
-            .decode(content)
-            .is_err()
-    {
-        c.fail("content", "value is not valid base64", "value_error.base64");
-    }
-    if let Some(url) = &a.url
-        && (!(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048)
-    {
-        c.fail("url", "value is not a valid http(s) URL", "value_error.url");
-    }
-    if let Some(name) = &a.filename {
-        c.length("filename", name, 1, 255);
-    }
-}
-
-pub(super) fn validate_ids(
-    c: &mut Checker,
-    staff_id: Option<i64>,
-    sent_by: Option<i64>,
-    location_id: Option<i64>,
-) {
-    for (field, value) in [
-        ("staff_id", staff_id),
-        ("sent_by", sent_by),
-        ("location_id", location_id),
-    ] {
-        if let Some(v) = value {
-            c.positive(field, v);
-        }
     }
 }
 
@@ -311,133 +231,61 @@ fn validate_provider_fields(
 
 impl RecordSmsRequest {
     fn into_batch(self, business_id: i64, request_id: &str) -> RecordBatch {
-        let envelope_from = self.from_number;
-        RecordBatch {
-            business_id,
-            request_id: request_id.to_owned(),
-            channel: Channel::Sms,
-            direction: self.direction.unwrap_or(Direction::Outbound),
-            category: Some(self.category),
-            notification_type: self.notification_type,
-            staff_id: self.staff_id,
-            provider: self.provider,
-            sent_by: self.sent_by,
-            sender_type: self.sender_type,
-            sent_at: self.sent_at,
-            location_id: self.location_id,
-            items: self
-                .messages
-                .into_iter()
-                .map(|m| RecordItem {
-                    message_id: m.message_id,
-                    client_id: m.client_id,
-                    wl_user_id: m.wl_user_id,
-                    from: m.from_number.or_else(|| envelope_from.clone()),
-                    to: m.to_number,
-                    subject: None,
-                    body: m.message,
-                    cc: Vec::new(),
-                    bcc: Vec::new(),
-                    attachments: serde_json::json!([]),
-                    status: m.status,
-                    provider_message_id: m.provider_message_id,
-                    metadata: m.provider_metadata.unwrap_or_else(|| serde_json::json!({})),
-                })
-                .collect(),
-        }
+        let batch = request_batch!(self, business_id, request_id, Channel::Sms);
+        let request_from = self.from_number;
+        let items = self
+            .messages
+            .into_iter()
+            .map(|m| RecordItem {
+                message_id: m.message_id,
+                client_id: m.client_id,
+                wl_user_id: m.wl_user_id,
+                from: m.from_number.or_else(|| request_from.clone()),
+                to: m.to_number,
+                subject: None,
+                body: m.message,
+                cc: Vec::new(),
+                bcc: Vec::new(),
+                attachments: serde_json::json!([]),
+                status: m.status,
+                provider_message_id: m.provider_message_id,
+                metadata: m.provider_metadata.unwrap_or_else(|| serde_json::json!({})),
+            })
+            .collect();
+        RecordBatch { items, ..batch }
     }
 }
 
 impl RecordEmailRequest {
     fn into_batch(self, business_id: i64, request_id: &str) -> RecordBatch {
+        let batch = request_batch!(self, business_id, request_id, Channel::Email);
         let from = self.from_email;
-        RecordBatch {
-            business_id,
-            request_id: request_id.to_owned(),
-            channel: Channel::Email,
-            direction: self.direction.unwrap_or(Direction::Outbound),
-            category: Some(self.category),
-            notification_type: self.notification_type,
-            staff_id: self.staff_id,
-            provider: self.provider,
-            sent_by: self.sent_by,
-            sender_type: self.sender_type,
-            sent_at: self.sent_at,
-            location_id: self.location_id,
-            items: self
-                .messages
-                .into_iter()
-                .map(|m| RecordItem {
-                    message_id: m.message_id,
-                    client_id: m.client_id,
-                    wl_user_id: m.wl_user_id,
-                    from: from.clone(),
-                    to: m.to_email,
-                    subject: m.subject,
-                    body: m.message,
-                    cc: m.cc_email.unwrap_or_default(),
-                    bcc: m.bcc_email.unwrap_or_default(),
-                    attachments: serde_json::to_value(m.attachments.unwrap_or_default())
-                        .unwrap_or_default(),
-                    status: m.status,
-                    provider_message_id: m.provider_message_id,
-                    metadata: m.provider_metadata.unwrap_or_else(|| serde_json::json!({})),
-                })
-                .collect(),
-        }
+        let items = self
+            .messages
+            .into_iter()
+            .map(|m| RecordItem {
+                message_id: m.message_id,
+                client_id: m.client_id,
+                wl_user_id: m.wl_user_id,
+                from: from.clone(),
+                to: m.to_email,
+                subject: m.subject,
+                body: m.message,
+                cc: m.cc_email.unwrap_or_default(),
+                bcc: m.bcc_email.unwrap_or_default(),
+                attachments: serde_json::to_value(m.attachments.unwrap_or_default())
+                    .unwrap_or_default(),
+                status: m.status,
+                provider_message_id: m.provider_message_id,
+                metadata: m.provider_metadata.unwrap_or_else(|| serde_json::json!({})),
+            })
+            .collect();
+        RecordBatch { items, ..batch }
     }
 }
 
 pub struct RecordApi {
     pub state: Arc<AppState>,
-}
-
-/// One request to queue work: where it goes and how to recognise a repeat of it.
-pub(super) struct Submission<'a> {
-    pub business_id: i64,
-    pub idempotency_key: Option<String>,
-    pub route: &'static str,
-    pub body_hash: String,
-    pub trace: &'a RequestId,
-}
-
-/// Authorises, checks the business, and queues the request's jobs (once per Idempotency-Key).
-/// `make_jobs` builds them for the new request id, with the number of messages accepted.
-pub(super) async fn accept(
-    state: &AppState,
-    auth: &Auth,
-    sub: Submission<'_>,
-    make_jobs: impl FnOnce(&str) -> (Vec<Job>, usize),
-) -> Result<QueuedResponse, ApiError> {
-    auth.principal().require_key_for(sub.business_id)?;
-    state.require_business_exists(sub.business_id).await?;
-    let trace = sub.trace;
-    let (response, replayed) = idempotency::once(
-        state,
-        auth.principal(),
-        sub.idempotency_key,
-        sub.route,
-        &sub.body_hash,
-        || async {
-            let request_id = uuid::Uuid::new_v4().to_string();
-            let (jobs, accepted) = make_jobs(&request_id);
-            state
-                .producer
-                .enqueue(&jobs, &request_id, Some(&trace.0))
-                .await?;
-            Ok(SuccessResponse {
-                success: true,
-                message: format!(
-                    "{accepted} message{} queued",
-                    if accepted == 1 { "" } else { "s" }
-                ),
-                request_id,
-                accepted: accepted as u32,
-            })
-        },
-    )
-    .await?;
-    Ok(QueuedResponse::new(response, replayed))
 }
 
 #[OpenApi]
@@ -462,17 +310,14 @@ impl RecordApi {
         let ValidJson { value, body_hash } = body;
         let count = value.messages.len();
         let sub = Submission {
-            business_id: business_id.0,
+            owner: Owner::Business(business_id.0),
             idempotency_key: idempotency_key.0,
             route: "sms/record",
             body_hash,
             trace: &trace,
         };
-        accept(&self.state, &auth, sub, |rid| {
-            (
-                vec![Job::RecordSms(value.into_batch(business_id.0, rid))],
-                count,
-            )
+        enqueue_messages(&self.state, &auth, sub, count, |rid| {
+            vec![Job::RecordSms(value.into_batch(business_id.0, rid))]
         })
         .await
     }
@@ -497,17 +342,14 @@ impl RecordApi {
         let ValidJson { value, body_hash } = body;
         let count = value.messages.len();
         let sub = Submission {
-            business_id: business_id.0,
+            owner: Owner::Business(business_id.0),
             idempotency_key: idempotency_key.0,
             route: "email/record",
             body_hash,
             trace: &trace,
         };
-        accept(&self.state, &auth, sub, |rid| {
-            (
-                vec![Job::RecordEmail(value.into_batch(business_id.0, rid))],
-                count,
-            )
+        enqueue_messages(&self.state, &auth, sub, count, |rid| {
+            vec![Job::RecordEmail(value.into_batch(business_id.0, rid))]
         })
         .await
     }

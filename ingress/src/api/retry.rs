@@ -139,7 +139,7 @@ impl RetryApi {
         body: ValidJson<RetryFailedRequest>,
         trace: Data<&RequestId>,
     ) -> Result<Json<RetryFailedResponse>, ApiError> {
-        auth.principal().require_key_for(business_id.0)?;
+        auth.principal().can_write(business_id.0)?;
         self.state.require_business_exists(business_id.0).await?;
         self.retry(Some(business_id.0), body.value, &trace).await
     }
@@ -158,7 +158,7 @@ impl RetryApi {
         body: ValidJson<RetryFailedRequest>,
         trace: Data<&RequestId>,
     ) -> Result<Json<RetryFailedResponse>, ApiError> {
-        auth.principal().require_platform()?;
+        auth.principal().can_administer()?;
         let req = body.value;
         self.retry(req.business_id, req, &trace).await
     }

@@ -129,8 +129,8 @@ impl MessageItem {
             body: m.body,
             from: m.from_addr,
             to: m.to_addr,
-            cc: entities::inbox::json_strings(&m.cc),
-            bcc: entities::inbox::json_strings(&m.bcc),
+            cc: entities::query::json_strings(&m.cc),
+            bcc: entities::query::json_strings(&m.bcc),
             attachments: m.attachments,
             status: parse(&m.status)?,
             error_code: m.error_code,
@@ -143,14 +143,4 @@ impl MessageItem {
             events,
         })
     }
-}
-
-/// Lists start at page 1 …
-pub fn first_page() -> u64 {
-    1
-}
-
-/// … with 20 items a page unless asked otherwise (at most 100).
-pub fn default_page_size() -> u64 {
-    20
 }

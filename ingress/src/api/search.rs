@@ -10,8 +10,9 @@ use poem_openapi::payload::Json;
 
 use super::ApiTags;
 use super::conversations::PaginatedMessages;
+use super::paging::{PageNumber, PageSize, Paging, page_info, paging};
 use super::schemas::MessageItem;
-use crate::auth::{Auth, require_business_access};
+use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -25,10 +26,9 @@ impl SearchApi {
         auth: &Auth,
         scope: SearchScope,
         q: &str,
-        page: u64,
-        page_size: u64,
+        paging: Paging,
     ) -> Result<Json<PaginatedMessages>, ApiError> {
-        require_business_access(auth.principal(), scope.business_id)?;
+        auth.principal().can_read(scope.business_id)?;
         self.state
             .require_business_exists(scope.business_id)
             .await?;
@@ -42,20 +42,18 @@ impl SearchApi {
         }
         let db = &self.state.db;
         if let Some(c) = scope.conversation_id {
-            entities::inbox::conversation_in(db, scope.business_id, c).await?;
+            entities::conversations::conversation_in(db, scope.business_id, c).await?;
         }
-        let (rows, total) = search_messages(db, &scope, &words, page, page_size).await?;
-        let items = rows
+        let found = search_messages(db, &scope, &words, paging).await?;
+        let items = found
+            .items
             .into_iter()
             .map(|m| MessageItem::from_model(m, None))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ApiError::internal("stored message unreadable", e))?;
         Ok(Json(PaginatedMessages {
             items,
-            page,
-            page_size,
-            total,
-            total_pages: total.div_ceil(page_size),
+            page: page_info(paging, found.total),
             conversation: None,
         }))
     }
@@ -82,23 +80,16 @@ impl SearchApi {
         conversation_id: Path<i64>,
         #[oai(validator(min_length = 1, max_length = 500))] q: Query<String>,
         channel: Query<Option<Channel>>,
-        #[oai(
-            default = "crate::api::schemas::first_page",
-            validator(minimum(value = "1"))
-        )]
-        page: Query<u64>,
-        #[oai(
-            default = "crate::api::schemas::default_page_size",
-            validator(minimum(value = "1"), maximum(value = "100"))
-        )]
-        page_size: Query<u64>,
+        page: Query<PageNumber>,
+        page_size: Query<PageSize>,
     ) -> Result<Json<PaginatedMessages>, ApiError> {
         let scope = SearchScope {
             business_id: business_id.0,
             conversation_id: Some(conversation_id.0),
             channel: channel.0,
         };
-        self.search(&auth, scope, &q.0, page.0, page_size.0).await
+        self.search(&auth, scope, &q.0, paging(page.0, page_size.0))
+            .await
     }
 
     /// Search messages across the business
@@ -115,22 +106,15 @@ impl SearchApi {
         business_id: Path<i64>,
         #[oai(validator(min_length = 1, max_length = 500))] q: Query<String>,
         channel: Query<Option<Channel>>,
-        #[oai(
-            default = "crate::api::schemas::first_page",
-            validator(minimum(value = "1"))
-        )]
-        page: Query<u64>,
-        #[oai(
-            default = "crate::api::schemas::default_page_size",
-            validator(minimum(value = "1"), maximum(value = "100"))
-        )]
-        page_size: Query<u64>,
+        page: Query<PageNumber>,
+        page_size: Query<PageSize>,
     ) -> Result<Json<PaginatedMessages>, ApiError> {
         let scope = SearchScope {
             business_id: business_id.0,
             conversation_id: None,
             channel: channel.0,
         };
-        self.search(&auth, scope, &q.0, page.0, page_size.0).await
+        self.search(&auth, scope, &q.0, paging(page.0, page_size.0))
+            .await
     }
 }

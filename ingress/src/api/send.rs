@@ -14,21 +14,18 @@ use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 
 use super::ApiTags;
-use super::records::{EmailAttachment, Submission, accept, validate_attachment, validate_ids};
+use super::enqueue::{Owner, Submission, enqueue_messages};
+use super::message_fields::{
+    EmailAttachment, MAX_EMAIL_CHARS, MAX_MESSAGES, MAX_SMS_CHARS, MAX_SUBJECT_CHARS,
+    default_sender, request_batch, validate_attachments, validate_copies, validate_ids,
+    validate_media_urls,
+};
 use super::schemas::QueuedResponse;
 use crate::RequestId;
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::validate::{Checker, ValidJson, Validate};
-
-const MAX_MESSAGES: usize = 1000;
-const MAX_SMS_CHARS: usize = 1600;
-const MAX_EMAIL_CHARS: usize = 1_000_000;
-
-fn default_sender() -> UserType {
-    UserType::Staff
-}
 
 /// SMS to send. `provider`: `twilio` or `sandbox` (default: the configured one).
 #[derive(Debug, Object, Deserialize)]
@@ -93,24 +90,7 @@ impl Validate for SendSmsRequest {
                     c.positive("client_id", m.client_id);
                     c.phone("to_number", &mut m.to_number);
                     c.length("message", &m.message, 1, MAX_SMS_CHARS);
-                    if let Some(urls) = &m.media_urls {
-                        c.count("media_urls", urls.len(), 0, 10);
-                        c.at("media_urls", |c| {
-                            for (j, u) in urls.iter().enumerate() {
-                                if !(u.starts_with("https://") || u.starts_with("http://"))
-                                    || u.len() > 2048
-                                {
-                                    c.at(j, |c| {
-                                        c.fail(
-                                            "",
-                                            "value is not a valid http(s) URL",
-                                            "value_error.url",
-                                        )
-                                    });
-                                }
-                            }
-                        });
-                    }
+                    validate_media_urls(c, &m.media_urls);
                 });
             }
         });
@@ -203,7 +183,7 @@ impl Validate for SendEmailRequest {
                 c.at(i, |c| {
                     c.positive("client_id", m.client_id);
                     c.email("to_email", &m.to_email);
-                    c.length("subject", &m.subject, 1, 998);
+                    c.length("subject", &m.subject, 1, MAX_SUBJECT_CHARS);
                     match (&m.content.text, &m.content.html) {
                         (None, None) => c.fail("content", "give text, html or both", "value_error"),
                         (text, html) => {
@@ -214,72 +194,25 @@ impl Validate for SendEmailRequest {
                             }
                         }
                     }
-                    for (field, list) in [("cc_email", &m.cc_email), ("bcc_email", &m.bcc_email)] {
-                        let Some(list) = list else { continue };
-                        c.count(field, list.len(), 0, 100);
-                        c.at(field, |c| {
-                            for (j, addr) in list.iter().enumerate() {
-                                c.at(j, |c| c.email("", addr));
-                            }
-                        });
-                    }
-                    if let Some(attachments) = &m.attachments {
-                        c.at("attachments", |c| {
-                            for (j, a) in attachments.iter().enumerate() {
-                                c.at(j, |c| validate_attachment(c, a));
-                            }
-                        });
-                    }
+                    validate_copies(c, &m.cc_email, &m.bcc_email);
+                    validate_attachments(c, &m.attachments);
                 });
             }
         });
     }
 }
 
-/// A request's envelope for its messages (each job carries it with its own one item).
-struct Envelope {
-    channel: Channel,
-    category: MessageCategory,
-    notification_type: Option<NotificationType>,
-    staff_id: Option<i64>,
-    provider: Option<Provider>,
-    sent_by: Option<i64>,
-    sender_type: UserType,
-    location_id: Option<i64>,
-}
-
-impl Envelope {
-    fn batch(&self, business_id: i64, request_id: &str, item: RecordItem) -> RecordBatch {
-        RecordBatch {
-            business_id,
-            request_id: request_id.to_owned(),
-            channel: self.channel,
-            direction: Direction::Outbound,
-            category: Some(self.category),
-            notification_type: self.notification_type,
-            staff_id: self.staff_id,
-            provider: self.provider,
-            sent_by: self.sent_by,
-            sender_type: self.sender_type,
-            sent_at: None,
-            location_id: self.location_id,
-            items: vec![item],
-        }
-    }
-}
-
 impl SendSmsRequest {
     fn into_jobs(self, business_id: i64, request_id: &str) -> Vec<Job> {
-        let envelope = Envelope {
-            channel: Channel::Sms,
-            category: self.category,
-            notification_type: self.notification_type,
-            staff_id: self.staff_id,
-            provider: self.provider,
-            sent_by: self.sent_by,
-            sender_type: self.sender_type,
-            location_id: Some(self.location_id),
-        };
+        let shared = request_batch!(
+            self,
+            business_id,
+            request_id,
+            Channel::Sms,
+            Direction::Outbound,
+            None,
+            Some(self.location_id)
+        );
         let from = self.from_number;
         self.messages
             .into_iter()
@@ -307,7 +240,10 @@ impl SendSmsRequest {
                     metadata: serde_json::json!({}),
                 };
                 Job::SendSms(SendJob {
-                    batch: envelope.batch(business_id, request_id, item),
+                    batch: RecordBatch {
+                        items: vec![item],
+                        ..shared.clone()
+                    },
                     index: index as i32,
                     media_urls: m.media_urls.unwrap_or_default(),
                     html: None,
@@ -321,16 +257,15 @@ impl SendSmsRequest {
 
 impl SendEmailRequest {
     fn into_jobs(self, business_id: i64, request_id: &str) -> Vec<Job> {
-        let envelope = Envelope {
-            channel: Channel::Email,
-            category: self.category,
-            notification_type: self.notification_type,
-            staff_id: self.staff_id,
-            provider: self.provider,
-            sent_by: self.sent_by,
-            sender_type: self.sender_type,
-            location_id: self.location_id,
-        };
+        let shared = request_batch!(
+            self,
+            business_id,
+            request_id,
+            Channel::Email,
+            Direction::Outbound,
+            None,
+            self.location_id
+        );
         let (from, from_name, reply_to) = (self.from_email, self.from_name, self.reply_to);
         self.messages
             .into_iter()
@@ -354,7 +289,10 @@ impl SendEmailRequest {
                     metadata: serde_json::json!({"html": m.content.html.clone(), "from_name": from_name.clone(), "reply_to": reply_to.clone()}),
                 };
                 Job::SendEmail(SendJob {
-                    batch: envelope.batch(business_id, request_id, item),
+                    batch: RecordBatch {
+                        items: vec![item],
+                        ..shared.clone()
+                    },
                     index: index as i32,
                     media_urls: vec![],
                     html: m.content.html,
@@ -393,14 +331,14 @@ impl SendApi {
         let ValidJson { value, body_hash } = body;
         let count = value.messages.len();
         let sub = Submission {
-            business_id: business_id.0,
+            owner: Owner::Business(business_id.0),
             idempotency_key: idempotency_key.0,
             route: "sms/send",
             body_hash,
             trace: &trace,
         };
-        accept(&self.state, &auth, sub, |rid| {
-            (value.into_jobs(business_id.0, rid), count)
+        enqueue_messages(&self.state, &auth, sub, count, |rid| {
+            value.into_jobs(business_id.0, rid)
         })
         .await
     }
@@ -425,14 +363,14 @@ impl SendApi {
         let ValidJson { value, body_hash } = body;
         let count = value.messages.len();
         let sub = Submission {
-            business_id: business_id.0,
+            owner: Owner::Business(business_id.0),
             idempotency_key: idempotency_key.0,
             route: "email/send",
             body_hash,
             trace: &trace,
         };
-        accept(&self.state, &auth, sub, |rid| {
-            (value.into_jobs(business_id.0, rid), count)
+        enqueue_messages(&self.state, &auth, sub, count, |rid| {
+            value.into_jobs(business_id.0, rid)
         })
         .await
     }

@@ -105,7 +105,7 @@ fn may_expire(principal: &Principal, business_id: i64, staff_id: i64) -> Result<
         Principal::Staff { .. } => Err(ApiError::forbidden(
             "A session can only end its own staff member's sessions",
         )),
-        key => key.require_key_for(business_id),
+        key => key.can_write(business_id),
     }
 }
 
@@ -128,7 +128,7 @@ impl SessionApi {
                 "Sessions are issued to API keys, not to sessions",
             ));
         }
-        auth.principal().require_key_for(p.business_id)?;
+        auth.principal().can_write(p.business_id)?;
         self.state.require_business_exists(p.business_id).await?;
         let ttl = p.ttl_seconds.unwrap_or(DEFAULT_TTL);
         let (row, token) = sessions::create(

@@ -13,7 +13,7 @@ use poem_openapi::{Object, OpenApi};
 use serde::{Deserialize, Serialize};
 
 use super::ApiTags;
-use super::idempotency;
+use super::enqueue::{Owner, Submission, Work, enqueue};
 use crate::RequestId;
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -139,48 +139,30 @@ pub struct StatusApi {
     pub state: Arc<AppState>,
 }
 
-/// How a status request identifies itself for Idempotency-Key.
-struct Repeatable<'a> {
-    key: Option<String>,
-    route: &'static str,
-    body_hash: &'a str,
-}
-
 impl StatusApi {
+    /// Queues one UpdateStatus job with the request's reports.
     async fn accept(
         &self,
         auth: &Auth,
+        sub: Submission<'_>,
         business_id: i64,
-        repeatable: Repeatable<'_>,
         updates: Vec<StatusUpdateItem>,
-        trace: &RequestId,
     ) -> Result<Json<UpdateSuccessResponse>, ApiError> {
-        let Repeatable {
-            key,
-            route,
-            body_hash,
-        } = repeatable;
-        auth.principal().require_key_for(business_id)?;
-        self.state.require_business_exists(business_id).await?;
-        let state = &self.state;
-        let (response, _) =
-            idempotency::once(state, auth.principal(), key, route, body_hash, || async {
-                let count = updates.len() as u32;
-                let job = Job::UpdateStatus(StatusUpdates {
-                    business_id: Some(business_id),
-                    reports: reports(business_id, updates),
-                });
-                let request_id = uuid::Uuid::new_v4().to_string();
-                state
-                    .producer
-                    .enqueue(&[job], &request_id, Some(&trace.0))
-                    .await?;
-                Ok(UpdateSuccessResponse {
+        let (response, _) = enqueue(&self.state, auth, sub, |_request_id| async move {
+            let updated = updates.len() as u32;
+            let job = Job::UpdateStatus(StatusUpdates {
+                business_id: Some(business_id),
+                reports: reports(business_id, updates),
+            });
+            Ok(Work::new(
+                vec![job],
+                UpdateSuccessResponse {
                     success: true,
-                    updated: count,
-                })
-            })
-            .await?;
+                    updated,
+                },
+            ))
+        })
+        .await?;
         Ok(Json(response))
     }
 }
@@ -205,13 +187,14 @@ impl StatusApi {
         trace: Data<&RequestId>,
     ) -> Result<Json<UpdateSuccessResponse>, ApiError> {
         let ValidJson { value, body_hash } = body;
-        let repeatable = Repeatable {
-            key: idempotency_key.0,
+        let sub = Submission {
+            owner: Owner::Business(business_id.0),
+            idempotency_key: idempotency_key.0,
             route: "sms/status",
-            body_hash: &body_hash,
+            body_hash,
+            trace: &trace,
         };
-        self.accept(&auth, business_id.0, repeatable, value.updates, &trace)
-            .await
+        self.accept(&auth, sub, business_id.0, value.updates).await
     }
 
     /// Update email delivery status
@@ -229,12 +212,13 @@ impl StatusApi {
         trace: Data<&RequestId>,
     ) -> Result<Json<UpdateSuccessResponse>, ApiError> {
         let ValidJson { value, body_hash } = body;
-        let repeatable = Repeatable {
-            key: idempotency_key.0,
+        let sub = Submission {
+            owner: Owner::Business(business_id.0),
+            idempotency_key: idempotency_key.0,
             route: "email/status",
-            body_hash: &body_hash,
+            body_hash,
+            trace: &trace,
         };
-        self.accept(&auth, business_id.0, repeatable, value.updates, &trace)
-            .await
+        self.accept(&auth, sub, business_id.0, value.updates).await
     }
 }

@@ -16,7 +16,7 @@ use crate::twilio::{self, Noun, TwilioForm, Verb};
 use crate::validate::normalize_phone;
 
 use super::ApiTags;
-use crate::auth::{Auth, Principal, require_business_access};
+use crate::auth::{Auth, Principal};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -229,7 +229,7 @@ impl VoiceApi {
                 ));
             }
         };
-        require_business_access(auth.principal(), business_id)?;
+        auth.principal().can_work_inbox(business_id)?;
         self.state.require_business_exists(business_id).await?;
         let staff = entities::staff::Entity::find_by_id((business_id, staff_id));
         use sea_orm::EntityTrait;

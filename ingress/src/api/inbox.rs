@@ -1,0 +1,263 @@
+//! The staff's inbox commands, each one transaction in the ingress: mark messages read or
+//! unread, add an internal note, assign a conversation, set its status.
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use entities::inbox;
+use entities::types::{Channel, ClientConversationStatus};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Deserialize;
+
+use super::ApiTags;
+use super::schemas::MessageItem;
+use super::status::UpdateSuccessResponse;
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::validate::{Checker, ValidJson, Validate};
+
+/// An internal note: in the timeline, never sent to the client.
+#[derive(Debug, Object, Deserialize)]
+pub struct NoteRequest {
+    pub staff_id: i64,
+    /// 1 to 10,000 characters.
+    pub note: String,
+}
+
+impl Validate for NoteRequest {
+    fn validate(&mut self, c: &mut Checker) {
+        c.positive("staff_id", self.staff_id);
+        c.length("note", self.note.trim(), 1, 10_000);
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum NoteCreated {
+    #[oai(status = 201)]
+    Created(Json<MessageItem>),
+}
+
+/// `staff_id: null` unassigns.
+#[derive(Debug, Object, Deserialize)]
+pub struct AssignRequest {
+    pub staff_id: Option<i64>,
+    #[serde(default)]
+    pub assigned_by: Option<i64>,
+}
+
+impl Validate for AssignRequest {
+    fn validate(&mut self, _c: &mut Checker) {}
+}
+
+#[derive(Debug, Object, Deserialize)]
+pub struct ConversationStatusRequest {
+    pub status: ClientConversationStatus,
+    /// For `snoozed`: until when.
+    #[serde(default)]
+    pub snoozed_until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub staff_id: Option<i64>,
+}
+
+impl Validate for ConversationStatusRequest {
+    fn validate(&mut self, c: &mut Checker) {
+        if self.status == ClientConversationStatus::Snoozed && self.snoozed_until.is_none() {
+            c.fail("snoozed_until", "field required when snoozing", "missing");
+        }
+    }
+}
+
+/// Mark inbound messages read or unread: by staff (their assigned conversations),
+/// conversation, client, ids, channel and/or created before a time; at least one selector.
+#[derive(Debug, Object, Deserialize)]
+pub struct MessageStatusUpdateFilters {
+    pub is_read: bool,
+    #[serde(default)]
+    pub staff_id: Option<i64>,
+    #[serde(default)]
+    pub conversation_id: Option<i64>,
+    #[serde(default)]
+    pub client_id: Option<i64>,
+    #[serde(default)]
+    pub message_ids: Option<Vec<i64>>,
+    #[serde(default)]
+    pub channel: Option<Channel>,
+    #[serde(default)]
+    pub before: Option<DateTime<Utc>>,
+}
+
+impl Validate for MessageStatusUpdateFilters {
+    fn validate(&mut self, c: &mut Checker) {
+        let any = self.staff_id.is_some()
+            || self.conversation_id.is_some()
+            || self.client_id.is_some()
+            || self.message_ids.is_some()
+            || self.channel.is_some()
+            || self.before.is_some();
+        if !any {
+            c.fail("", "give at least one selector: staff_id, conversation_id, client_id, message_ids, channel or before", "value_error");
+        }
+        if let Some(ids) = &self.message_ids {
+            c.count("message_ids", ids.len(), 1, 10_000);
+        }
+    }
+}
+
+pub struct InboxApi {
+    pub state: Arc<AppState>,
+}
+
+impl InboxApi {
+    /// The caller may work the business's inbox, and it exists.
+    async fn can_work_inbox(&self, auth: &Auth, business_id: i64) -> Result<(), ApiError> {
+        auth.principal().can_work_inbox(business_id)?;
+        self.state.require_business_exists(business_id).await
+    }
+}
+
+#[OpenApi]
+impl InboxApi {
+    /// Mark messages read or unread
+    ///
+    /// Inbound messages matching the selectors; the conversations' unread counts are recounted
+    /// in the same transaction. `updated`: messages changed.
+    #[oai(
+        path = "/businesses/:business_id/messages/read-status",
+        method = "post",
+        tag = "ApiTags::Businesses"
+    )]
+    async fn read_status(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        body: ValidJson<MessageStatusUpdateFilters>,
+    ) -> Result<Json<UpdateSuccessResponse>, ApiError> {
+        self.can_work_inbox(&auth, business_id.0).await?;
+        let b = body.value;
+        let sel = inbox::ReadSelection {
+            staff_id: b.staff_id,
+            conversation_id: b.conversation_id,
+            client_id: b.client_id,
+            message_ids: b.message_ids,
+            channel: b.channel,
+            before: b.before,
+        };
+        let updated = inbox::set_read(&self.state.db, business_id.0, b.is_read, &sel).await?;
+        Ok(Json(UpdateSuccessResponse {
+            success: true,
+            updated: updated as u32,
+        }))
+    }
+
+    /// Add internal note
+    ///
+    /// A timeline entry (`channel: "note"`) by a staff member of the business; never sent to
+    /// the client and never counted unread.
+    #[oai(
+        path = "/businesses/:business_id/conversations/:conversation_id/notes",
+        method = "post",
+        tag = "ApiTags::Businesses"
+    )]
+    async fn note(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        conversation_id: Path<i64>,
+        body: ValidJson<NoteRequest>,
+    ) -> Result<NoteCreated, ApiError> {
+        self.can_work_inbox(&auth, business_id.0).await?;
+        let req = body.value;
+        let row = inbox::add_note(
+            &self.state.db,
+            business_id.0,
+            conversation_id.0,
+            req.staff_id,
+            req.note.trim(),
+        )
+        .await
+        .map_err(|e| invalid_at_body(e, "staff_id"))?;
+        let item = MessageItem::from_model(row, None)
+            .map_err(|e| ApiError::internal("stored note unreadable", e))?;
+        Ok(NoteCreated::Created(Json(item)))
+    }
+
+    /// Assign a conversation
+    ///
+    /// To a staff member of the business (else 422), or nobody (`staff_id: null`); recorded as
+    /// a conversation event.
+    #[oai(
+        path = "/businesses/:business_id/conversations/:conversation_id/assign",
+        method = "post",
+        tag = "ApiTags::Businesses"
+    )]
+    async fn assign(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        conversation_id: Path<i64>,
+        body: ValidJson<AssignRequest>,
+    ) -> Result<Json<UpdateSuccessResponse>, ApiError> {
+        self.can_work_inbox(&auth, business_id.0).await?;
+        let req = body.value;
+        inbox::assign(
+            &self.state.db,
+            business_id.0,
+            conversation_id.0,
+            req.staff_id,
+            req.assigned_by,
+        )
+        .await
+        .map_err(|e| invalid_at_body(e, "staff_id"))?;
+        Ok(Json(UpdateSuccessResponse {
+            success: true,
+            updated: 1,
+        }))
+    }
+
+    /// Set a conversation's status
+    ///
+    /// open, pending, resolved or snoozed (with `snoozed_until`); recorded as a conversation
+    /// event. An inbound message reopens a resolved or snoozed conversation.
+    #[oai(
+        path = "/businesses/:business_id/conversations/:conversation_id/status",
+        method = "post",
+        tag = "ApiTags::Businesses"
+    )]
+    async fn status(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        conversation_id: Path<i64>,
+        body: ValidJson<ConversationStatusRequest>,
+    ) -> Result<Json<UpdateSuccessResponse>, ApiError> {
+        self.can_work_inbox(&auth, business_id.0).await?;
+        let req = body.value;
+        let actor = req.staff_id.or(match auth.principal() {
+            crate::auth::Principal::Staff { staff_id, .. } => Some(*staff_id),
+            _ => None,
+        });
+        inbox::set_status(
+            &self.state.db,
+            business_id.0,
+            conversation_id.0,
+            req.status,
+            req.snoozed_until,
+            actor,
+        )
+        .await?;
+        Ok(Json(UpdateSuccessResponse {
+            success: true,
+            updated: 1,
+        }))
+    }
+}
+
+/// A request naming a staff member of another business is a validation error at that field.
+fn invalid_at_body(e: entities::Error, field: &str) -> ApiError {
+    match e {
+        entities::Error::Invalid(msg) => ApiError::invalid_at(&["body", field], msg, "value_error"),
+        other => other.into(),
+    }
+}

@@ -1,0 +1,140 @@
+//! Provider clients: Twilio Messages, SendGrid Mail Send, and the sandbox (a provider that
+//! follows Twilio's test-number conventions, for the embedded default and tests). Errors are
+//! classified: transient ones are retried on the queue's schedule, permanent ones fail the
+//! message at once with the provider's code.
+//!
+//! Which provider and account a message goes through is decided in [`routing`].
+mod routing;
+mod sandbox;
+mod sendgrid;
+mod smtp;
+mod twilio;
+
+use std::time::{Duration, Instant};
+
+use entities::types::{MessageStatus, Provider};
+use serde_json::Value;
+
+pub use routing::{Chosen, Lookups, ProviderSettings};
+pub use sandbox::{sandbox_email, sandbox_sms};
+pub use sendgrid::sendgrid_send;
+pub use smtp::smtp_send;
+pub use twilio::twilio_send;
+
+/// What a provider answered for an accepted message.
+#[derive(Debug)]
+pub struct Accepted {
+    pub provider_message_id: String,
+    pub status: MessageStatus,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying: timeouts, connection errors, 5xx, 429 (with the provider's Retry-After).
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help: the provider's code and message.
+    #[error("{code}: {message}")]
+    Permanent { code: String, message: String },
+}
+
+/// Twilio error codes that mean the recipient cannot get this message (API.md's list).
+pub const PERMANENT_TWILIO_CODES: &[&str] = &["21211", "21610", "21612", "21614", "30006", "30007"];
+
+pub struct SmsOut<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub body: &'a str,
+    pub media_urls: &'a [String],
+    pub status_callback: &'a str,
+}
+
+pub struct EmailOut<'a> {
+    pub omega_id: i64,
+    pub from: &'a str,
+    pub from_name: Option<&'a str>,
+    pub reply_to: Option<&'a str>,
+    pub to: &'a str,
+    pub cc: &'a [String],
+    pub bcc: &'a [String],
+    pub subject: &'a str,
+    pub text: Option<&'a str>,
+    pub html: Option<&'a str>,
+    pub attachments: &'a Value,
+}
+
+#[derive(Clone)]
+pub struct Clients {
+    pub http: reqwest::Client,
+    pub twilio_base: String,
+    pub sendgrid_base: String,
+}
+
+impl Clients {
+    pub fn new(twilio_base: &str, sendgrid_base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client with rustls");
+        Clients {
+            http,
+            twilio_base: twilio_base.trim_end_matches('/').to_owned(),
+            sendgrid_base: sendgrid_base.trim_end_matches('/').to_owned(),
+        }
+    }
+}
+
+fn observe(provider: Provider, started: Instant, outcome: &Result<Accepted, SendError>) {
+    let label = match outcome {
+        Ok(_) => "accepted",
+        Err(SendError::Transient { .. }) => "transient_error",
+        Err(SendError::Permanent { .. }) => "permanent_error",
+    };
+    metrics::counter!("omega_provider_calls_total", "provider" => provider.as_str(), "outcome" => label).increment(1);
+    metrics::histogram!("omega_provider_call_duration_seconds", "provider" => provider.as_str())
+        .record(started.elapsed().as_secs_f64());
+}
+
+fn transport(e: reqwest::Error) -> SendError {
+    SendError::Transient {
+        message: format!("provider unreachable: {e}"),
+        retry_after: None,
+    }
+}
+
+/// `Retry-After` in seconds (the form Twilio and SendGrid use).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Classifies a non-success HTTP answer.
+/// 429 and 5xx are worth retrying; any other client error fails the same way again (for
+/// Twilio that includes the recipient codes of `PERMANENT_TWILIO_CODES`).
+fn http_error(
+    status: reqwest::StatusCode,
+    wait: Option<Duration>,
+    code: Option<String>,
+    message: String,
+) -> SendError {
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return SendError::Transient {
+            message: format!("HTTP {status}: {message}"),
+            retry_after: wait,
+        };
+    }
+    SendError::Permanent {
+        code: code.unwrap_or_else(|| status.as_u16().to_string()),
+        message,
+    }
+}

@@ -1,0 +1,122 @@
+//! The group-committed steps of the send and status jobs: concurrent jobs submit to a
+//! [`Batcher`] and share one transaction per step.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use entities::outbound::{SendJob, Settlement};
+use entities::record::{Recorded, Slot};
+use entities::status::{Applied, StatusReport};
+use jobs::{Job, JobError, StatusUpdates};
+use sea_orm::DatabaseConnection;
+
+use crate::batch::Batcher;
+use crate::outcome::{job_error, retried_until_recorded};
+
+/// The group-committed steps of the send and status jobs (see [`batch`]).
+pub(crate) struct Batches {
+    /// A send's first step: its message recorded as `queued` (or found, on a re-run).
+    pub record: Batcher<Arc<SendJob>, Recorded>,
+    /// A send's last step: the provider's answer, or the failure.
+    pub settle: Batcher<Settlement, ()>,
+    /// The sandbox's delivery reports, queued as `UpdateStatus` jobs (one per business and
+    /// batch) like a provider's callbacks.
+    pub reports: Batcher<(i64, StatusReport), ()>,
+    /// Status reports applied.
+    pub status: Batcher<StatusReport, Applied>,
+}
+
+impl Batches {
+    pub fn new(db: &DatabaseConnection, producer: jobs::Producer, max: usize) -> Self {
+        let record = Batcher::new("record", max, {
+            let db = db.clone();
+            move |jobs: Arc<[Arc<SendJob>]>| {
+                let db = db.clone();
+                async move {
+                    let slots: Vec<Slot> = jobs
+                        .iter()
+                        .filter_map(|j| {
+                            Some(Slot {
+                                batch: &j.batch,
+                                index: j.index,
+                                item: j.batch.items.first()?,
+                            })
+                        })
+                        .collect();
+                    if slots.len() != jobs.len() {
+                        return Err(JobError::Permanent("a send job without its message".into()));
+                    }
+                    let recorded = entities::record::record_many(&db, &slots)
+                        .await
+                        .map_err(job_error)?;
+                    Ok(recorded.into_iter().map(|r| r.map_err(job_error)).collect())
+                }
+            }
+        });
+        let settle = Batcher::new("settle", max, {
+            let db = db.clone();
+            move |settlements: Arc<[Settlement]>| {
+                let db = db.clone();
+                async move {
+                    entities::outbound::settle_many(&db, &settlements)
+                        .await
+                        .map_err(job_error)?;
+                    Ok(settlements.iter().map(|_| Ok(())).collect())
+                }
+            }
+        });
+        let reports = Batcher::new(
+            "reports",
+            max,
+            move |reports: Arc<[(i64, StatusReport)]>| {
+                let producer = producer.clone();
+                async move {
+                    let n = reports.len();
+                    let mut by_business: BTreeMap<i64, Vec<StatusReport>> = BTreeMap::new();
+                    for (business_id, report) in reports.iter() {
+                        by_business
+                            .entry(*business_id)
+                            .or_default()
+                            .push(report.clone());
+                    }
+                    let jobs: Vec<Job> = by_business
+                        .into_iter()
+                        .map(|(business_id, reports)| {
+                            Job::UpdateStatus(StatusUpdates {
+                                business_id: Some(business_id),
+                                reports,
+                            })
+                        })
+                        .collect();
+                    producer
+                        .enqueue(&jobs, "sandbox", None)
+                        .await
+                        .map_err(|e| JobError::Transient(e.to_string()))?;
+                    Ok((0..n).map(|_| Ok(())).collect())
+                }
+            },
+        );
+        let status = Batcher::new("status", max, {
+            let db = db.clone();
+            move |reports: Arc<[StatusReport]>| {
+                let db = db.clone();
+                async move {
+                    let refs: Vec<&StatusReport> = reports.iter().collect();
+                    let applied = entities::status::apply_many(&db, &refs)
+                        .await
+                        .map_err(job_error)?;
+                    // A report can overtake the send it is about.
+                    Ok(applied
+                        .into_iter()
+                        .map(|a| a.map_err(retried_until_recorded))
+                        .collect())
+                }
+            }
+        });
+        Batches {
+            record,
+            settle,
+            reports,
+            status,
+        }
+    }
+}

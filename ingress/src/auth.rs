@@ -96,6 +96,21 @@ impl Principal {
         }
     }
 
+    /// The staff member a command is done as. With a staff session, the session's own: a body
+    /// that names another (`claimed`) is refused, so no one acts as a colleague. With an API
+    /// key, the body's id stands (the platform acts for its staff).
+    pub fn acting_staff(&self, claimed: Option<i64>) -> Result<Option<i64>, ApiError> {
+        match (self, claimed) {
+            (Principal::Staff { staff_id, .. }, Some(c)) if c != *staff_id => {
+                Err(ApiError::forbidden(format!(
+                    "This session acts as staff member {staff_id}, not {c}"
+                )))
+            }
+            (Principal::Staff { staff_id, .. }, _) => Ok(Some(*staff_id)),
+            (_, claimed) => Ok(claimed),
+        }
+    }
+
     /// The staff member behind a staff session (API keys have none).
     pub fn staff_id(&self) -> Option<i64> {
         match self {

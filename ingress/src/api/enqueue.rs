@@ -24,6 +24,15 @@ pub enum Owner {
     Platform,
 }
 
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Business(id) => write!(f, "business:{id}"),
+            Owner::Platform => f.write_str("platform"),
+        }
+    }
+}
+
 /// One request to queue work: whose it is and how to recognise a repeat of it.
 pub struct Submission<'a> {
     pub owner: Owner,
@@ -75,9 +84,12 @@ where
         Owner::Platform => auth.principal().can_administer()?,
     }
     let trace = sub.trace;
+    // A key names one request of one caller, for one business, on one route: the same key
+    // elsewhere is another request.
+    let scope = format!("{}|{}|{}", auth.principal().scope(), sub.owner, sub.route);
     idempotency::once(
         state,
-        auth.principal(),
+        &scope,
         sub.idempotency_key,
         sub.route,
         &sub.body_hash,

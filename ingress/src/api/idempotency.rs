@@ -7,16 +7,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 
 const MAX_KEY_LEN: usize = 255;
 
-/// Runs `accept` once per key. Returns its response and whether it was a replay.
+/// Runs `accept` once per key within `scope` (who asks, for whom, on which route). Returns its response and whether it was a replay.
 pub async fn once<T, Fut>(
     state: &AppState,
-    principal: &Principal,
+    scope: &str,
     key: Option<String>,
     route: &str,
     body_hash: &str,
@@ -36,20 +35,19 @@ where
             "value_error",
         ));
     }
-    let scope = principal.scope();
     let request_hash = format!("{:x}", Sha256::digest(format!("{route}\n{body_hash}")));
-    match idempotency::reserve(&state.db, &scope, &key, &request_hash).await? {
+    match idempotency::reserve(&state.db, scope, &key, &request_hash).await? {
         Reservation::Reserved => match accept().await {
             Ok(response) => {
                 let body = serde_json::to_string(&response)
                     .map_err(|e| ApiError::internal("encoding a response", e))?;
-                if let Err(e) = idempotency::complete(&state.db, &scope, &key, 200, &body).await {
+                if let Err(e) = idempotency::complete(&state.db, scope, &key, 200, &body).await {
                     tracing::error!(error = %e, "could not store an idempotent response; a repeat will answer 409");
                 }
                 Ok((response, false))
             }
             Err(e) => {
-                if let Err(release) = idempotency::release(&state.db, &scope, &key).await {
+                if let Err(release) = idempotency::release(&state.db, scope, &key).await {
                     tracing::warn!(error = %release, "could not release an idempotency key");
                 }
                 Err(e)

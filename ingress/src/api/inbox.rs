@@ -18,7 +18,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::validate::{Checker, ValidJson, Validate};
 
-/// An internal note: in the timeline, never sent to the client.
+/// An internal note: in the timeline, never sent to the client. With a staff session,
+/// `staff_id` must be the session's own (403 otherwise).
 #[derive(Debug, Object, Deserialize)]
 pub struct NoteRequest {
     pub staff_id: i64,
@@ -39,7 +40,8 @@ pub enum NoteCreated {
     Created(Json<MessageItem>),
 }
 
-/// `staff_id: null` unassigns.
+/// `staff_id: null` unassigns. `assigned_by`: with a staff session, the session's own staff
+/// member (another id is 403).
 #[derive(Debug, Object, Deserialize)]
 pub struct AssignRequest {
     pub staff_id: Option<i64>,
@@ -169,11 +171,15 @@ impl InboxApi {
     ) -> Result<NoteCreated, ApiError> {
         self.can_work_inbox(&auth, business_id.0).await?;
         let req = body.value;
+        let author = auth
+            .principal()
+            .acting_staff(Some(req.staff_id))?
+            .unwrap_or(req.staff_id);
         let row = inbox::add_note(
             &self.state.db,
             business_id.0,
             conversation_id.0,
-            req.staff_id,
+            author,
             req.note.trim(),
         )
         .await
@@ -201,12 +207,13 @@ impl InboxApi {
     ) -> Result<Json<UpdateSuccessResponse>, ApiError> {
         self.can_work_inbox(&auth, business_id.0).await?;
         let req = body.value;
+        let assigned_by = auth.principal().acting_staff(req.assigned_by)?;
         inbox::assign(
             &self.state.db,
             business_id.0,
             conversation_id.0,
             req.staff_id,
-            req.assigned_by,
+            assigned_by,
         )
         .await
         .map_err(|e| invalid_at_body(e, "staff_id"))?;
@@ -234,10 +241,7 @@ impl InboxApi {
     ) -> Result<Json<UpdateSuccessResponse>, ApiError> {
         self.can_work_inbox(&auth, business_id.0).await?;
         let req = body.value;
-        let actor = req.staff_id.or(match auth.principal() {
-            crate::auth::Principal::Staff { staff_id, .. } => Some(*staff_id),
-            _ => None,
-        });
+        let actor = auth.principal().acting_staff(req.staff_id)?;
         inbox::set_status(
             &self.state.db,
             business_id.0,

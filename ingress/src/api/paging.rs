@@ -15,8 +15,11 @@ const FIRST_PAGE: u64 = 1;
 const DEFAULT_PAGE_SIZE: u64 = 20;
 /// … and at most 100.
 pub const MAX_PAGE_SIZE: u64 = 100;
+/// The last page anyone may ask for: beyond it offsets stop meaning anything (and the
+/// largest numbers overflow them); narrow the list with its filters instead.
+pub const MAX_PAGE: u64 = 100_000;
 
-/// `page`: which page, from 1 (default 1).
+/// `page`: which page, from 1 to 100,000 (default 1).
 #[derive(Clone, Copy, Debug)]
 pub struct PageNumber(pub u64);
 
@@ -64,7 +67,7 @@ trait BoundedParam: Sized {
 impl BoundedParam for PageNumber {
     const NAME: &'static str = "PageNumber";
     const MIN: u64 = FIRST_PAGE;
-    const MAX: Option<u64> = None;
+    const MAX: Option<u64> = Some(MAX_PAGE);
     const DEFAULT: u64 = FIRST_PAGE;
     fn new(v: u64) -> Self {
         PageNumber(v)
@@ -168,6 +171,9 @@ mod tests {
         assert!(PageNumber::parse_from_parameter("0").is_err());
         assert!(PageNumber::parse_from_parameter("x").is_err());
         assert!(PageSize::parse_from_parameter("101").is_err());
+        assert!(PageNumber::parse_from_parameter("100001").is_err());
+        assert!(PageNumber::parse_from_parameter("18446744073709551615").is_err());
+        assert!(PageNumber::parse_from_parameter("18446744073709551616").is_err());
         assert_eq!(PageSize::parse_from_parameter("100").unwrap().0, 100);
         let p = paging(PageNumber(3), PageSize(20));
         assert_eq!((p.offset(), p.total_pages(41)), (40, 3));

@@ -1,0 +1,266 @@
+//! Trust (issue 14): tenant boundaries, consent by address, bounded inputs. Each test holds
+//! two onboarded businesses that share omega, with a key each, and tries what one business
+//! (or one staff member) must not be able to do to another.
+mod common;
+
+use std::time::Duration;
+
+use common::{Deployment, PLATFORM_KEY, TestApp, wait_for};
+use serde_json::{Value, json};
+
+/// Business `id` with locations `id*10` and `id*10+1` (numbers ending in the business id),
+/// staff 901 and 902, and client 5.
+fn business(id: i64) -> Value {
+    json!({
+        "business_id": id,
+        "name": format!("Spa {id}"),
+        "timezone": "America/New_York",
+        "locations": [
+            {"id": id * 10, "name": "Main", "phone_number": format!("+141555501{:02}", id * 10), "email": format!("front@spa{id}.example.com")},
+            {"id": id * 10 + 1, "name": "Annex", "phone_number": format!("+141555501{:02}", id * 10 + 1)}
+        ],
+        "staff": [
+            {"id": 901, "first_name": "Ann", "last_name": "One", "location_ids": [id * 10]},
+            {"id": 902, "first_name": "Bob", "last_name": "Two", "location_ids": [id * 10]}
+        ],
+        "clients": [
+            {"id": 5, "first_name": "Grace", "phone": "+14155550123", "email": "grace@example.com", "client_type": "client", "location_id": id * 10, "sms_opt_in": true, "email_opt_in": true}
+        ]
+    })
+}
+
+async fn onboard(app: &TestApp, body: &Value) -> Value {
+    let resp = app
+        .post("/business/onboard", Some(PLATFORM_KEY), body)
+        .await;
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    let path = format!("/business/{}/onboarding-status", body["business_id"]);
+    wait_for("onboarding", Duration::from_secs(20), || async {
+        let v: Value = app
+            .get(&path, Some(PLATFORM_KEY))
+            .await
+            .json()
+            .await
+            .unwrap();
+        matches!(v["status"].as_str(), Some("completed" | "failed")).then_some(v)
+    })
+    .await
+}
+
+/// Two businesses (1 and 2) and a key for each.
+async fn two_businesses(d: Deployment) -> (TestApp, String, String) {
+    let app = TestApp::spawn(d).await;
+    onboard(&app, &business(1)).await;
+    onboard(&app, &business(2)).await;
+    let (k1, k2) = (app.business_key(1).await, app.business_key(2).await);
+    (app, k1, k2)
+}
+
+async fn session(app: &TestApp, business_id: i64, staff_id: i64) -> String {
+    let v: Value = app
+        .post(
+            "/auth/token",
+            Some(PLATFORM_KEY),
+            &json!({"business_id": business_id, "staff_id": staff_id}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn post_as_session(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    body: &Value,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(app.url(path))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn post_with(
+    app: &TestApp,
+    path: &str,
+    key: &str,
+    idempotency_key: &str,
+    body: &Value,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(app.url(path))
+        .header("X-API-KEY", key)
+        .header("Idempotency-Key", idempotency_key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn sms(location_id: i64, text: &str) -> Value {
+    json!({"category": "conversation", "location_id": location_id,
+           "messages": [{"client_id": 5, "to_number": "+14155550123", "message": text}]})
+}
+
+/// Item 3: an Idempotency-Key names one request of one caller for one business and route.
+async fn idempotency_keys_are_scoped(d: Deployment) {
+    let (app, k1, _) = two_businesses(d).await;
+    let first = post_with(
+        &app,
+        "/businesses/1/sms/send",
+        PLATFORM_KEY,
+        "k-1",
+        &sms(10, "a"),
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    // The same key and body for another business is another request, not a replay of the
+    // first business's answer (nor a 409).
+    let other = post_with(
+        &app,
+        "/businesses/2/sms/send",
+        PLATFORM_KEY,
+        "k-1",
+        &sms(20, "a"),
+    )
+    .await;
+    assert_eq!(other.status(), 200);
+    assert!(other.headers().get("idempotency-replayed").is_none());
+    let other: Value = other.json().await.unwrap();
+    assert_ne!(other["request_id"], first["request_id"]);
+    // Another route of the same business: another request too.
+    let record = json!({"category": "conversation", "messages": [{"client_id": 5, "to_number": "+14155550123", "message": "a", "status": "sent"}]});
+    let recorded = post_with(
+        &app,
+        "/businesses/1/sms/record",
+        PLATFORM_KEY,
+        "k-1",
+        &record,
+    )
+    .await;
+    assert_eq!(recorded.status(), 200);
+    // The same caller, business and route: replayed.
+    let again = post_with(
+        &app,
+        "/businesses/1/sms/send",
+        PLATFORM_KEY,
+        "k-1",
+        &sms(10, "a"),
+    )
+    .await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["request_id"], first["request_id"]);
+    // Another caller (the business's own key) with the same key: its own request.
+    let own = post_with(&app, "/businesses/1/sms/send", &k1, "k-1", &sms(10, "a")).await;
+    assert_eq!(own.status(), 200);
+    let own: Value = own.json().await.unwrap();
+    assert_ne!(own["request_id"], first["request_id"]);
+}
+both_deployments!(idempotency_keys_are_scoped, idempotency_keys_are_scoped);
+
+/// Item 4: a staff session acts as its own staff member, never as a colleague.
+async fn sessions_act_as_their_own_staff(d: Deployment) {
+    let (app, _, _) = two_businesses(d).await;
+    let opened: Value = app
+        .post(
+            "/businesses/1/conversations",
+            Some(PLATFORM_KEY),
+            &json!({"client_id": 5, "location_id": 10}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = opened["id"].as_i64().unwrap();
+    let token = session(&app, 1, 901).await;
+    let base = format!("/businesses/1/conversations/{id}");
+    for (path, body) in [
+        ("notes", json!({"staff_id": 902, "note": "as Bob"})),
+        ("assign", json!({"staff_id": 901, "assigned_by": 902})),
+        ("status", json!({"status": "resolved", "staff_id": 902})),
+    ] {
+        let resp = post_as_session(&app, &token, &format!("{base}/{path}"), &body).await;
+        assert_eq!(resp.status(), 403, "{path}: {}", resp.text().await.unwrap());
+    }
+    // As themselves (named or not), they may.
+    for (path, body, status) in [
+        ("notes", json!({"staff_id": 901, "note": "as Ann"}), 201),
+        ("assign", json!({"staff_id": 902}), 200),
+        ("status", json!({"status": "pending"}), 200),
+    ] {
+        let resp = post_as_session(&app, &token, &format!("{base}/{path}"), &body).await;
+        assert_eq!(
+            resp.status(),
+            status,
+            "{path}: {}",
+            resp.text().await.unwrap()
+        );
+    }
+    // The conversation's history names the session's staff member as the actor.
+    let v: Value = app
+        .get(&format!("{base}/messages"), Some(PLATFORM_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events = v["conversation"]["events"].as_array().unwrap();
+    assert!(!events.is_empty(), "{v}");
+    for e in events {
+        assert_eq!(e["staff_id"], 901, "{e}");
+    }
+    // With a key, the body's id stands.
+    let resp = app
+        .post(
+            &format!("{base}/notes"),
+            Some(PLATFORM_KEY),
+            &json!({"staff_id": 902, "note": "by the platform for Bob"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let note: Value = resp.json().await.unwrap();
+    assert_eq!(note["staff_id"], 902, "{note}");
+}
+both_deployments!(
+    sessions_act_as_their_own_staff,
+    sessions_act_as_their_own_staff
+);
+
+/// Item 12: page numbers are bounded; the largest answer 422, not 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_numbers_are_bounded() {
+    let app = TestApp::spawn(Deployment::Embedded).await;
+    onboard(&app, &business(1)).await;
+    for path in [
+        "/businesses/1/clients",
+        "/businesses/1/staffs",
+        "/businesses/1/conversations",
+        "/businesses/1/messages/search?q=x&",
+        "/admin/queues/send_sms/dead",
+    ] {
+        let sep = if path.ends_with('&') { "" } else { "?" };
+        for page in ["18446744073709551615", "18446744073709551616", "100001"] {
+            let url = format!("{path}{sep}page={page}");
+            let resp = app.get(&url, Some(PLATFORM_KEY)).await;
+            assert_eq!(resp.status(), 422, "{url}");
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(
+                v["detail"][0]["loc"],
+                json!(["query", "page"]),
+                "{url}: {v}"
+            );
+        }
+        let url = format!("{path}{sep}page=100000");
+        assert_eq!(
+            app.get(&url, Some(PLATFORM_KEY)).await.status(),
+            200,
+            "{url}"
+        );
+    }
+}

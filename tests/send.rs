@@ -922,6 +922,9 @@ async fn a_business_with_its_own_twilio_account_sends_through_it_by_default() {
     let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
     app.onboard(1).await;
     let mut body = common::onboard_body(2, "Own Account Spa");
+    // A number belongs to one business: business 2's locations have their own.
+    body["locations"][0]["phone_number"] = json!("+14155550200");
+    body["locations"][1]["phone_number"] = json!("+14155550201");
     body["providers"] = json!({"twilio": {"account_sid": "AC00000000000000000000000000000099", "auth_token": "own-token-0123456789"}});
     let resp = app
         .post("/business/onboard", Some(PLATFORM_KEY), &body)

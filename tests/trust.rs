@@ -264,3 +264,192 @@ async fn page_numbers_are_bounded() {
         );
     }
 }
+
+fn email(from: &str) -> Value {
+    json!({"category": "transactional", "from_email": from,
+           "messages": [{"client_id": 5, "to_email": "grace@example.com", "subject": "Hi", "content": {"text": "x"}}]})
+}
+
+async fn assert_refused_at(resp: reqwest::Response, field: &str) {
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["detail"][0]["loc"], json!(["body", field]), "{v}");
+}
+
+/// Item 1: a business sends only from its own numbers and addresses.
+async fn senders_are_the_business_own(d: Deployment) {
+    let (app, k1, _) = two_businesses(d).await;
+    let mut theirs = sms(10, "from business 2's number");
+    theirs["from_number"] = json!("+14155550120");
+    assert_refused_at(
+        app.post("/businesses/1/sms/send", Some(&k1), &theirs).await,
+        "from_number",
+    )
+    .await;
+    let mut nobodys = sms(10, "from a number no location holds");
+    nobodys["from_number"] = json!("+14155550199");
+    assert_refused_at(
+        app.post("/businesses/1/sms/send", Some(&k1), &nobodys)
+            .await,
+        "from_number",
+    )
+    .await;
+    for from in [
+        "front@spa2.example.com",
+        "desk@spa2.example.com",
+        "front@spa1.example.com.evil.example",
+    ] {
+        assert_refused_at(
+            app.post("/businesses/1/email/send", Some(&k1), &email(from))
+                .await,
+            "from_email",
+        )
+        .await;
+    }
+    // Its own: the other location's number, a location's address, any address on an owned
+    // domain.
+    let mut own = sms(10, "from the annex");
+    own["from_number"] = json!("+14155550111");
+    let ok: Value = app
+        .post("/businesses/1/sms/send", Some(&k1), &own)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rid = ok["request_id"].as_str().expect("accepted").to_owned();
+    let sent = app.request_messages(1, &rid, 1).await;
+    wait_for("the SMS to be sent", Duration::from_secs(20), || async {
+        let v = app.request_messages(1, &rid, 1).await;
+        (v["messages"][0]["status"] == "delivered").then_some(())
+    })
+    .await;
+    assert_eq!(sent["messages"][0]["from"], "+14155550111", "{sent}");
+    let ok = app
+        .post(
+            "/businesses/1/email/send",
+            Some(&k1),
+            &email("Front@Spa1.example.com"),
+        )
+        .await;
+    assert_eq!(ok.status(), 200);
+    // Nothing refused was queued: only the two accepted messages exist.
+    wait_for(
+        "both accepted messages",
+        Duration::from_secs(20),
+        || async { (app.count("SELECT COUNT(*) FROM messages").await == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM messages WHERE business_id = 1")
+            .await,
+        2
+    );
+}
+both_deployments!(senders_are_the_business_own, senders_are_the_business_own);
+
+/// Item 1, at send time: a From that was the business's when the request was accepted but is
+/// not any more when the worker sends is refused by the worker.
+async fn workers_check_the_sender_again(d: Deployment) {
+    let (app, k1, _) = two_businesses(d).await;
+    let sandbox = app.stop().await;
+    let ingress = TestApp::spawn_in(sandbox, omega::Role::Ingress).await;
+    let mut annex = sms(10, "from the annex");
+    annex["from_number"] = json!("+14155550111");
+    let ok: Value = ingress
+        .post("/businesses/1/sms/send", Some(&k1), &annex)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rid = ok["request_id"].as_str().expect("accepted").to_owned();
+    // Meanwhile the annex's number moves to business 2.
+    let mut one = business(1);
+    one["locations"][1]["phone_number"] = Value::Null;
+    let mut two = business(2);
+    two["locations"][1]["phone_number"] = json!("+14155550111");
+    for body in [one, two] {
+        let data: entities::onboard::Onboarding = serde_json::from_value(body).unwrap();
+        let run = format!("direct-{}", data.business_id);
+        entities::onboard::start_run(&ingress.db, &run, data.business_id)
+            .await
+            .unwrap();
+        entities::onboard::apply(&ingress.db, &run, &data)
+            .await
+            .unwrap();
+    }
+    let sandbox = ingress.stop().await;
+    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
+    let v = wait_for("the send to settle", Duration::from_secs(20), || async {
+        let v = app.request_messages(1, &rid, 1).await;
+        (v["messages"][0]["status"] == "failed").then_some(v)
+    })
+    .await;
+    assert_eq!(v["messages"][0]["error_code"], "sender_not_allowed", "{v}");
+}
+both_deployments!(
+    workers_check_the_sender_again,
+    workers_check_the_sender_again
+);
+
+/// Item 2: a phone number belongs to one business, also when two onboard it at once.
+async fn one_number_one_business(d: Deployment) {
+    let (app, _, _) = two_businesses(d).await;
+    // Business 2 claims business 1's main number for a new location.
+    let mut two = business(2);
+    two["locations"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": 29, "name": "Copy", "phone_number": "+14155550110"}));
+    let run = onboard(&app, &two).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let errors = run["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{run}");
+    assert_eq!(errors[0]["section"], "locations");
+    assert_eq!(errors[0]["id"], 29);
+    assert!(
+        errors[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("+14155550110"),
+        "{run}"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM locations WHERE phone_number = '+14155550110'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM locations WHERE business_id = 2 AND id = 29")
+            .await,
+        0
+    );
+    // Two businesses onboard the same new number at the same moment: one gets it.
+    let (mut three, mut four) = (business(3), business(4));
+    three["locations"][0]["phone_number"] = json!("+14155550177");
+    four["locations"][0]["phone_number"] = json!("+14155550177");
+    let (a, b) = tokio::join!(onboard(&app, &three), onboard(&app, &four));
+    assert_eq!(
+        (a["status"].as_str(), b["status"].as_str()),
+        (Some("completed"), Some("completed"))
+    );
+    let reported = a["errors"].as_array().unwrap().len() + b["errors"].as_array().unwrap().len();
+    assert_eq!(reported, 1, "{a} {b}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM locations WHERE phone_number = '+14155550177'")
+            .await,
+        1
+    );
+    // Numbers may move between one business's own locations in one onboarding.
+    let mut swapped = business(1);
+    swapped["locations"][0]["phone_number"] = json!("+14155550111");
+    swapped["locations"][1]["phone_number"] = json!("+14155550110");
+    let run = onboard(&app, &swapped).await;
+    assert_eq!(run["errors"], json!([]), "{run}");
+    assert_eq!(
+        app.count("SELECT id FROM locations WHERE phone_number = '+14155550110'")
+            .await,
+        11
+    );
+}
+both_deployments!(one_number_one_business, one_number_one_business);

@@ -22,6 +22,7 @@ pub mod receipts;
 pub mod record;
 pub mod search;
 pub mod secrets;
+pub mod senders;
 pub mod sessions;
 pub mod status;
 pub mod types;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::db::INSERT_CHUNK;
 use crate::types::ClientType;
 use crate::{
-    Result, business, client, location, onboarding_run as run, provider_credential, staff,
+    Error, Result, business, client, location, onboarding_run as run, provider_credential, staff,
     staff_location,
 };
 
@@ -22,6 +22,9 @@ pub struct Onboarding {
     pub locations: Vec<OnboardLocation>,
     pub staff: Vec<OnboardStaff>,
     pub clients: Vec<OnboardClient>,
+    /// The email domains the business owns, lower-case; `None` keeps those it had.
+    #[serde(default)]
+    pub email_domains: Option<Vec<String>>,
     /// Provider credentials, already sealed by the ingress (the queue never sees them plain).
     #[serde(default)]
     pub credentials: Vec<SealedCredential>,
@@ -156,20 +159,46 @@ pub async fn latest_run(db: &impl ConnectionTrait, business_id: i64) -> Result<O
 }
 
 /// Runs the whole import in one transaction and marks the run completed with its counts.
+/// A location number another business's onboarding takes in the same moment fails the
+/// unique index; the import then runs again and reports the number as taken.
 pub async fn apply(db: &DatabaseConnection, request_id: &str, data: &Onboarding) -> Result<()> {
     set_run_status(db, request_id, RUNNING, None).await?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match apply_once(db, request_id, data).await {
+            Err(Error::Db(e)) if attempt < 3 && is_unique_violation(&e) => {
+                tracing::info!(
+                    request_id,
+                    "a location number was taken meanwhile; importing again"
+                );
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+async fn apply_once(db: &DatabaseConnection, request_id: &str, data: &Onboarding) -> Result<()> {
     let txn = crate::db::begin_write(db).await?;
-    upsert(&txn, data).await?;
+    let (locations, taken) = unclaimed_locations(&txn, data).await?;
+    upsert(&txn, data, &locations).await?;
+    let mut row_errors = data.row_errors.clone();
+    row_errors.extend(taken);
     run::Entity::update_many()
         .col_expr(run::Column::Status, COMPLETED.into())
-        .col_expr(run::Column::Locations, (data.locations.len() as i32).into())
+        .col_expr(run::Column::Locations, (locations.len() as i32).into())
         .col_expr(run::Column::Staff, (data.staff.len() as i32).into())
         .col_expr(run::Column::Clients, (data.clients.len() as i32).into())
         .col_expr(
             run::Column::RowErrors,
-            serde_json::to_value(&data.row_errors)
-                .unwrap_or_default()
-                .into(),
+            serde_json::to_value(&row_errors).unwrap_or_default().into(),
         )
         .col_expr(run::Column::UpdatedAt, Utc::now().into())
         .filter(run::Column::RequestId.eq(request_id))
@@ -179,7 +208,54 @@ pub async fn apply(db: &DatabaseConnection, request_id: &str, data: &Onboarding)
     Ok(())
 }
 
-async fn upsert(db: &impl ConnectionTrait, data: &Onboarding) -> Result<()> {
+/// The onboarding's locations whose phone numbers are free to take, and a row error for each
+/// one whose number another location holds (another business's, or one of this business's
+/// that this onboarding does not update) or an earlier row of this onboarding claimed. A
+/// number belongs to one location, so inbound messages and calls reach one business.
+async fn unclaimed_locations<'a>(
+    db: &impl ConnectionTrait,
+    data: &'a Onboarding,
+) -> Result<(Vec<&'a OnboardLocation>, Vec<RowError>)> {
+    use std::collections::HashSet;
+    let numbers: Vec<&str> = data
+        .locations
+        .iter()
+        .filter_map(|l| l.phone_number.as_deref())
+        .collect();
+    let mut held: HashSet<String> = HashSet::new();
+    let ours: HashSet<i64> = data.locations.iter().map(|l| l.id).collect();
+    for chunk in numbers.chunks(crate::db::IN_LIST_CHUNK) {
+        let holders = location::Entity::find()
+            .filter(location::Column::PhoneNumber.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?;
+        held.extend(
+            holders
+                .into_iter()
+                .filter(|h| !(h.business_id == data.business_id && ours.contains(&h.id)))
+                .filter_map(|h| h.phone_number),
+        );
+    }
+    let (mut free, mut taken, mut claimed) = (Vec::new(), Vec::new(), HashSet::new());
+    for (index, l) in data.locations.iter().enumerate() {
+        match l.phone_number.as_deref() {
+            Some(n) if held.contains(n) || !claimed.insert(n) => taken.push(RowError {
+                section: "locations".into(),
+                index: index as u32,
+                id: Some(l.id),
+                reason: format!("phone number {n} belongs to another location"),
+            }),
+            _ => free.push(l),
+        }
+    }
+    Ok((free, taken))
+}
+
+async fn upsert(
+    db: &impl ConnectionTrait,
+    data: &Onboarding,
+    locations: &[&OnboardLocation],
+) -> Result<()> {
     let now = Utc::now();
     let b = data.business_id;
     // The providers of the business's own accounts are its defaults; onboarding again
@@ -203,12 +279,18 @@ async fn upsert(db: &impl ConnectionTrait, data: &Onboarding) -> Result<()> {
     if email_default.is_some() {
         update.push(business::Column::DefaultEmailProvider);
     }
+    if data.email_domains.is_some() {
+        update.push(business::Column::EmailDomains);
+    }
     business::Entity::insert(business::ActiveModel {
         id: Set(b),
         name: Set(data.name.clone()),
         timezone: Set(data.timezone.clone()),
         default_sms_provider: Set(sms_default),
         default_email_provider: Set(email_default),
+        email_domains: Set(serde_json::json!(
+            data.email_domains.clone().unwrap_or_default()
+        )),
         created_at: Set(now),
         updated_at: Set(now),
     })
@@ -220,7 +302,20 @@ async fn upsert(db: &impl ConnectionTrait, data: &Onboarding) -> Result<()> {
     .exec_without_returning(db)
     .await?;
 
-    for chunk in data.locations.chunks(INSERT_CHUNK) {
+    // Numbers may move between the locations this onboarding updates: free theirs first,
+    // so that the unique index never sees one number twice in between.
+    for ids in locations.chunks(crate::db::IN_LIST_CHUNK) {
+        location::Entity::update_many()
+            .col_expr(
+                location::Column::PhoneNumber,
+                sea_orm::sea_query::Expr::value(Option::<String>::None),
+            )
+            .filter(location::Column::BusinessId.eq(b))
+            .filter(location::Column::Id.is_in(ids.iter().map(|l| l.id)))
+            .exec(db)
+            .await?;
+    }
+    for chunk in locations.chunks(INSERT_CHUNK) {
         location::Entity::insert_many(chunk.iter().map(|l| location::ActiveModel {
             business_id: Set(b),
             id: Set(l.id),

@@ -112,6 +112,56 @@ impl AppState {
         Ok(own.or_else(|| self.settings.twilio.clone()))
     }
 
+    /// Whether the business sends through a Twilio account of its own rather than the shared
+    /// one (Twilio then refuses numbers that are not on that account).
+    pub async fn has_own_twilio_account(&self, business_id: i64) -> Result<bool, ApiError> {
+        let own = self
+            .provider_credentials
+            .twilio(&self.db, business_id)
+            .await?;
+        let shared = self
+            .settings
+            .twilio
+            .as_ref()
+            .map(|t| t.account_sid.as_str());
+        Ok(own.is_some_and(|o| Some(o.account_sid.as_str()) != shared))
+    }
+
+    /// 422 at `field` unless the business may send SMS from `number`
+    /// ([`entities::senders`]).
+    pub async fn check_sender_number(
+        &self,
+        business_id: i64,
+        number: &str,
+        field: &str,
+    ) -> Result<(), ApiError> {
+        let holder = self.location_by_number(number).await?;
+        let own_account = holder.is_none() && self.has_own_twilio_account(business_id).await?;
+        entities::senders::number_verdict(business_id, holder.as_ref(), own_account)
+            .map_err(|why| ApiError::invalid_at(&["body", field], why, "value_error.sender"))
+    }
+
+    /// 422 at `field` unless the business may send email from `address`.
+    pub async fn check_sender_address(
+        &self,
+        business_id: i64,
+        address: &str,
+        field: &str,
+    ) -> Result<(), ApiError> {
+        let own = self
+            .provider_credentials
+            .email(&self.db, business_id)
+            .await?;
+        entities::senders::address_verdict(
+            &self.db,
+            business_id,
+            address,
+            own.as_ref().map(|e| e.from_email.as_str()),
+        )
+        .await?
+        .map_err(|why| ApiError::invalid_at(&["body", field], why, "value_error.sender"))
+    }
+
     /// 404 unless the business has been onboarded.
     pub async fn require_business_exists(&self, business_id: i64) -> Result<(), ApiError> {
         if self

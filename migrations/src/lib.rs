@@ -10,6 +10,8 @@ mod m0006_conversation_cells;
 mod m0007_client_search;
 mod m0008_drop_counts_index;
 mod m0009_message_fillfactor;
+mod m0010_one_number_one_business;
+mod m0011_business_email_domains;
 
 pub struct Migrator;
 
@@ -26,6 +28,8 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_client_search::Migration),
             Box::new(m0008_drop_counts_index::Migration),
             Box::new(m0009_message_fillfactor::Migration),
+            Box::new(m0010_one_number_one_business::Migration),
+            Box::new(m0011_business_email_domains::Migration),
         ]
     }
 }

@@ -244,6 +244,7 @@ impl TestApp {
             locations: vec![],
             staff: vec![],
             clients: vec![],
+            email_domains: None,
             credentials: vec![],
             row_errors: vec![],
         };
@@ -313,6 +314,8 @@ pub fn onboard_body(business_id: i64, name: &str) -> Value {
         "business_id": business_id,
         "name": name,
         "timezone": "America/New_York",
+        // The domains the sending tests use as From.
+        "email_domains": ["spa.example", "spa.example.com"],
         "locations": [
             {"id": 10, "name": "Downtown", "phone_number": "+14155550100", "email": "downtown@example.com", "timezone": "America/New_York"},
             {"id": 11, "name": "Uptown", "phone_number": "+14155550101"}

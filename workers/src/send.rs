@@ -13,7 +13,7 @@ use entities::types::{Channel, MessageStatus, Provider};
 use jobs::JobError;
 
 use crate::Ctx;
-use crate::providers::{EmailOut, SendError, SmsOut};
+use crate::providers::{Chosen, EmailOut, SendError, SmsOut};
 
 use crate::outcome::job_error;
 
@@ -55,6 +55,9 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
     };
     if let Some(reason) = outbound::refusal(&recorded.client, channel) {
         return fail(ctx, msg.id, provider.kind(), "opted_out", &reason).await;
+    }
+    if let Some(reason) = sender_refusal(ctx, &job, item.from.as_deref(), &provider).await? {
+        return fail(ctx, msg.id, provider.kind(), "sender_not_allowed", reason).await;
     }
     let (from, result) = match channel {
         Channel::Sms => {
@@ -155,6 +158,38 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
             })
         }
     }
+}
+
+/// Why the business may not send from the From its request named, if it may not: checked
+/// again here because the data may have changed since the ingress accepted the request
+/// ([`entities::senders`]). A From the worker takes itself (the location's number, the own
+/// account's address) is the business's by construction.
+async fn sender_refusal(
+    ctx: &Ctx,
+    job: &SendJob,
+    from: Option<&str>,
+    provider: &Chosen,
+) -> Result<Option<&'static str>, JobError> {
+    use entities::senders;
+    let Some(from) = from else { return Ok(None) };
+    let business_id = job.batch.business_id;
+    let verdict = match job.batch.channel {
+        Channel::Email => {
+            let own = provider.sender_address();
+            senders::address_verdict(&ctx.db, business_id, from, own.as_deref())
+                .await
+                .map_err(job_error)?
+        }
+        _ => {
+            let holder = senders::number_holder(&ctx.db, from)
+                .await
+                .map_err(job_error)?;
+            let shared = ctx.providers.twilio.as_ref().map(|t| &t.account_sid);
+            let own = matches!(provider, Chosen::Twilio(c) if Some(&c.account_sid) != shared);
+            senders::number_verdict(business_id, holder.as_ref(), own)
+        }
+    };
+    Ok(verdict.err())
 }
 
 /// The sending location's number, if it has one.

@@ -11,6 +11,9 @@ pub struct Model {
     pub timezone: String,
     pub default_sms_provider: Option<String>,
     pub default_email_provider: Option<String>,
+    /// The email domains it owns (a JSON list of lower-case names): it may send from any
+    /// address on them.
+    pub email_domains: Json,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -25,6 +25,7 @@ use crate::validate::{Checker, ValidJson, Validate};
 const MAX_CLIENTS: usize = 100_000;
 const MAX_STAFF: usize = 10_000;
 const MAX_LOCATIONS: usize = 5_000;
+const MAX_EMAIL_DOMAINS: usize = 100;
 
 /// A business with its locations, staff and clients. Onboarding again updates in place.
 #[derive(Debug, Object, Deserialize)]
@@ -40,6 +41,10 @@ pub struct BusinessOnboardRequest {
     /// Up to 100,000 clients.
     #[serde(default)]
     pub clients: Vec<OnboardClient>,
+    /// Email domains the business owns: it may send from any address on them (besides its
+    /// locations' addresses and its own email account's). Omitted: unchanged.
+    #[serde(default)]
+    pub email_domains: Option<Vec<String>>,
     /// The business's own provider accounts. Stored encrypted; never returned or logged.
     #[serde(default)]
     pub providers: Option<ProviderCredentials>,
@@ -88,6 +93,19 @@ impl Validate for BusinessOnboardRequest {
         c.count("clients", self.clients.len(), 0, MAX_CLIENTS);
         if let Some(p) = &self.providers {
             c.at("providers", |c| validate_providers(c, p));
+        }
+        if let Some(domains) = self.email_domains.as_mut() {
+            c.count("email_domains", domains.len(), 0, MAX_EMAIL_DOMAINS);
+            c.at("email_domains", |c| {
+                for (i, d) in domains.iter_mut().enumerate() {
+                    *d = d.trim().to_ascii_lowercase();
+                    if !crate::validate::is_email(&format!("postmaster@{d}")) {
+                        c.at(i, |c| {
+                            c.fail("", "value is not a valid domain name", "value_error.domain")
+                        });
+                    }
+                }
+            });
         }
     }
 }
@@ -379,6 +397,7 @@ impl BusinessApi {
                     locations: value.locations,
                     staff: value.staff,
                     clients: value.clients,
+                    email_domains: value.email_domains,
                     credentials,
                     row_errors,
                 },

@@ -44,7 +44,9 @@ pub struct SendSmsRequest {
     pub sender_type: UserType,
     /// The sending location: its number is the From.
     pub location_id: i64,
-    /// E.164; overrides the location's number.
+    /// E.164; overrides the location's number. Must be one of the business's locations'
+    /// numbers (or, through its own Twilio account, a number no other business holds): 422
+    /// otherwise.
     #[serde(default)]
     pub from_number: Option<String>,
     /// 1 to 1000 messages.
@@ -123,7 +125,9 @@ pub struct SendEmailRequest {
     pub sender_type: UserType,
     #[serde(default)]
     pub location_id: Option<i64>,
-    /// The sender; default: the business's email provider's address.
+    /// The sender; default: the business's email provider's address. Must be a location's
+    /// address, the business's own email account's, or on a domain it owns (onboarding's
+    /// `email_domains`): 422 otherwise.
     #[serde(default)]
     pub from_email: Option<String>,
     #[serde(default)]
@@ -329,6 +333,13 @@ impl SendApi {
         trace: Data<&RequestId>,
     ) -> Result<QueuedResponse, ApiError> {
         let ValidJson { value, body_hash } = body;
+        if let Some(from) = &value.from_number {
+            auth.principal().can_write(business_id.0)?;
+            let state = &self.state;
+            state
+                .check_sender_number(business_id.0, from, "from_number")
+                .await?;
+        }
         let count = value.messages.len();
         let sub = Submission {
             owner: Owner::Business(business_id.0),
@@ -361,6 +372,13 @@ impl SendApi {
         trace: Data<&RequestId>,
     ) -> Result<QueuedResponse, ApiError> {
         let ValidJson { value, body_hash } = body;
+        if let Some(from) = &value.from_email {
+            auth.principal().can_write(business_id.0)?;
+            let state = &self.state;
+            state
+                .check_sender_address(business_id.0, from, "from_email")
+                .await?;
+        }
         let count = value.messages.len();
         let sub = Submission {
             owner: Owner::Business(business_id.0),

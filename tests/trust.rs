@@ -453,3 +453,127 @@ async fn one_number_one_business(d: Deployment) {
     );
 }
 both_deployments!(one_number_one_business, one_number_one_business);
+
+/// Item 6: a STOP holds for the number, under any client row; a bounce for the address.
+async fn consent_follows_the_address(d: Deployment) {
+    const ACCOUNT: &str = "AC00000000000000000000000000000001";
+    const TOKEN: &str = "global-auth-token-0123456789";
+    let mut sandbox = common::Sandbox::new(d).await;
+    sandbox.set("OMEGA_TWILIO_ACCOUNT_SID", ACCOUNT);
+    sandbox.set("OMEGA_TWILIO_AUTH_TOKEN", TOKEN);
+    sandbox.set("OMEGA_DEFAULT_SMS_PROVIDER", "sandbox");
+    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
+    onboard(&app, &business(1)).await;
+    onboard(&app, &business(2)).await;
+    let grace = "+14155550123";
+    let params = [
+        ("AccountSid", ACCOUNT),
+        ("MessageSid", "SM900"),
+        ("From", grace),
+        ("To", "+14155550110"),
+        ("Body", "stop"),
+    ];
+    let path = "/twilio/sms/incoming";
+    let signature = common::twilio_sign(TOKEN, &format!("http://127.0.0.1:8080{path}"), &params);
+    let resp = app
+        .http
+        .post(app.url(path))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", signature)
+        .body(serde_urlencoded::to_string(params).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_for(
+        "the STOP to be recorded",
+        Duration::from_secs(20),
+        || async {
+            (app.count("SELECT COUNT(*) FROM address_consents WHERE opted_out = true")
+                .await
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    // The same number under another client id (created on the fly): not sent.
+    let send = |business: i64, location: i64, client: i64| {
+        let app = &app;
+        async move {
+            let body = json!({"category": "conversation", "location_id": location,
+                "messages": [{"client_id": client, "to_number": grace, "message": "hello again"}]});
+            let ok: Value = app
+                .post(
+                    &format!("/businesses/{business}/sms/send"),
+                    Some(PLATFORM_KEY),
+                    &body,
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            let rid = ok["request_id"].as_str().unwrap().to_owned();
+            wait_for("the send to settle", Duration::from_secs(20), || async {
+                let v = app.request_messages(business, &rid, 1).await;
+                let m = v["messages"][0].clone();
+                matches!(m["status"].as_str(), Some("failed" | "delivered")).then_some(m)
+            })
+            .await
+        }
+    };
+    let m = send(1, 10, 77).await;
+    assert_eq!(m["status"], "failed", "{m}");
+    assert_eq!(m["error_code"], "opted_out", "{m}");
+    assert!(
+        m["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("replied STOP"),
+        "{m}"
+    );
+    // It said STOP to business 1, not to business 2.
+    let m = send(2, 20, 5).await;
+    assert_eq!(m["status"], "delivered", "{m}");
+    // The client's details report the number's consent.
+    let v: Value = app
+        .get("/businesses/1/clients/5", Some(PLATFORM_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let consent = &v["address_consent"];
+    assert_eq!(consent.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(consent[0]["channel"], "sms");
+    assert_eq!(consent[0]["address"], grace);
+    assert_eq!(consent[0]["opted_in"], false);
+    // An email address that bounced, as the status step records it, refuses every client.
+    entities::clients::set_consent(
+        &app.db,
+        1,
+        5,
+        entities::types::Channel::Email,
+        Some("Grace@Example.com"),
+        false,
+        chrono::Utc::now(),
+        "bounce",
+    )
+    .await
+    .unwrap();
+    let body = json!({"category": "transactional", "from_email": "front@spa1.example.com",
+        "messages": [{"client_id": 78, "to_email": "grace@example.com", "subject": "Hi", "content": {"text": "x"}}]});
+    let ok: Value = app
+        .post("/businesses/1/email/send", Some(PLATFORM_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rid = ok["request_id"].as_str().unwrap().to_owned();
+    let m = wait_for("the email to settle", Duration::from_secs(20), || async {
+        let v = app.request_messages(1, &rid, 1).await;
+        let m = v["messages"][0].clone();
+        matches!(m["status"].as_str(), Some("failed" | "delivered")).then_some(m)
+    })
+    .await;
+    assert_eq!(m["error_code"], "opted_out", "{m}");
+}
+both_deployments!(consent_follows_the_address, consent_follows_the_address);

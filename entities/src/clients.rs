@@ -76,16 +76,23 @@ pub async fn ensure_client(
 
 /// Records a client's consent for a channel: an opt-out with when and why (the first one is
 /// kept: a repeated STOP does not move its time), or an opt back in, which clears it.
-/// Voice follows SMS (one number, one consent).
+/// Voice follows SMS (one number, one consent). The `address` that said it (the number that
+/// texted STOP, the mailbox that bounced) is recorded too, for every client row it reaches
+/// ([`crate::consent`]).
+#[allow(clippy::too_many_arguments)] // one consent change: who, where, which way, when, why
 pub async fn set_consent(
     db: &impl ConnectionTrait,
     business_id: i64,
     client_id: i64,
     channel: Channel,
+    address: Option<&str>,
     opt_in: bool,
     at: DateTime<Utc>,
     reason: &str,
 ) -> Result<()> {
+    if let Some(address) = address {
+        crate::consent::record(db, business_id, channel, address, opt_in, at, reason).await?;
+    }
     let Some(found) = client::Entity::find_by_id((business_id, client_id))
         .one(db)
         .await?

@@ -128,6 +128,9 @@ pub struct ClientDetails {
     pub conversations: Vec<conversation::Model>,
     pub counts: Vec<ChannelCount>,
     pub last_contact: Option<chrono::DateTime<chrono::Utc>>,
+    /// The consent records of the client's phone number and email address, which hold for
+    /// every client row with that address.
+    pub address_consents: Vec<crate::address_consent::Model>,
 }
 
 pub async fn client_details(
@@ -158,7 +161,11 @@ pub async fn client_details(
         .all(db)
         .await?;
     let last_contact = conversations.iter().map(|c| c.last_activity_at).max();
+    let address_consents =
+        crate::consent::of_addresses(db, business_id, c.phone.as_deref(), c.email.as_deref())
+            .await?;
     Ok(Some(ClientDetails {
+        address_consents,
         client: c,
         conversations,
         counts,

@@ -114,6 +114,7 @@ pub async fn receive_sms(db: &sea_orm::DatabaseConnection, sms: &InboundSms) -> 
             sms.business_id,
             client.id,
             Channel::Sms,
+            Some(&sms.from),
             opt_in,
             sms.received_at,
             &reason,

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod calls;
 pub mod clients;
+pub mod consent;
 pub mod conversations;
 pub mod credentials;
 pub mod db;

@@ -152,6 +152,7 @@ async fn apply_in(
                 m.business_id,
                 m.client_id,
                 channel,
+                m.to_addr.as_deref(),
                 false,
                 r.occurred_at,
                 reason,

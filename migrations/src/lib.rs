@@ -12,6 +12,7 @@ mod m0008_drop_counts_index;
 mod m0009_message_fillfactor;
 mod m0010_one_number_one_business;
 mod m0011_business_email_domains;
+mod m0012_address_consents;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0009_message_fillfactor::Migration),
             Box::new(m0010_one_number_one_business::Migration),
             Box::new(m0011_business_email_domains::Migration),
+            Box::new(m0012_address_consents::Migration),
         ]
     }
 }

@@ -14,6 +14,7 @@ use jobs::JobError;
 
 use crate::Ctx;
 use crate::providers::{Chosen, EmailOut, SendError, SmsOut};
+use crate::steps::RecordedSend;
 
 use crate::outcome::job_error;
 
@@ -35,7 +36,10 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
     let Some(item) = job.batch.items.first() else {
         return Err(JobError::Permanent("a send job without its message".into()));
     };
-    let recorded = ctx.batches.record.submit(job.clone()).await?;
+    let RecordedSend {
+        recorded,
+        address_refusal,
+    } = ctx.batches.record.submit(job.clone()).await?;
     let msg = recorded.message;
     if msg.provider_message_id.is_some() || msg.status != MessageStatus::Queued.as_str() {
         tracing::info!(message_id = msg.id, status = %msg.status, "already dispatched; not sending again");
@@ -53,7 +57,9 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
             return fail(ctx, msg.id, kind, "provider_unavailable", &reason).await;
         }
     };
-    if let Some(reason) = outbound::refusal(&recorded.client, channel) {
+    // The client's own consent, then its address's (a number that texted STOP stays opted
+    // out under every client row).
+    if let Some(reason) = outbound::refusal(&recorded.client, channel).or(address_refusal) {
         return fail(ctx, msg.id, provider.kind(), "opted_out", &reason).await;
     }
     if let Some(reason) = sender_refusal(ctx, &job, item.from.as_deref(), &provider).await? {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use entities::consent::Recipient;
 use entities::outbound::{SendJob, Settlement};
 use entities::record::{Recorded, Slot};
 use entities::status::{Applied, StatusReport};
@@ -12,10 +13,18 @@ use sea_orm::DatabaseConnection;
 use crate::batch::Batcher;
 use crate::outcome::{job_error, retried_until_recorded};
 
+/// A send's message as recorded, and why its recipient's address may not be sent to, if it
+/// opted out ([`entities::consent`]).
+pub(crate) struct RecordedSend {
+    pub recorded: Recorded,
+    pub address_refusal: Option<String>,
+}
+
 /// The group-committed steps of the send and status jobs (see [`batch`]).
 pub(crate) struct Batches {
-    /// A send's first step: its message recorded as `queued` (or found, on a re-run).
-    pub record: Batcher<Arc<SendJob>, Recorded>,
+    /// A send's first step: its message recorded as `queued` (or found, on a re-run), with
+    /// its recipient's consent.
+    pub record: Batcher<Arc<SendJob>, RecordedSend>,
     /// A send's last step: the provider's answer, or the failure.
     pub settle: Batcher<Settlement, ()>,
     /// The sandbox's delivery reports, queued as `UpdateStatus` jobs (one per business and
@@ -48,7 +57,24 @@ impl Batches {
                     let recorded = entities::record::record_many(&db, &slots)
                         .await
                         .map_err(job_error)?;
-                    Ok(recorded.into_iter().map(|r| r.map_err(job_error)).collect())
+                    let recipients: Vec<Recipient> = slots
+                        .iter()
+                        .map(|s| (s.batch.business_id, s.batch.channel, s.item.to.clone()))
+                        .collect();
+                    let refusals = entities::consent::refusals(&db, &recipients)
+                        .await
+                        .map_err(job_error)?;
+                    Ok(recorded
+                        .into_iter()
+                        .zip(refusals)
+                        .map(|(r, address_refusal)| {
+                            r.map(|recorded| RecordedSend {
+                                recorded,
+                                address_refusal,
+                            })
+                            .map_err(job_error)
+                        })
+                        .collect())
                 }
             }
         });

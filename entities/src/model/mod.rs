@@ -1,4 +1,5 @@
 //! sea-orm entities: one module per table.
+pub mod address_consent;
 pub mod api_key;
 pub mod business;
 pub mod client;

@@ -173,6 +173,20 @@ pub struct ClientDetailsResponse {
     pub conversations: Vec<ClientConversationSummary>,
     pub message_counts: Vec<ChannelMessageCount>,
     pub last_contact_at: Option<DateTime<Utc>>,
+    /// Consent kept for the client's phone number and email address themselves: an opt-out
+    /// there holds for every client with that address, and is checked before every send.
+    pub address_consent: Vec<AddressConsent>,
+}
+
+/// An address's consent on a channel (`sms`, which voice follows, or `email`).
+#[derive(Debug, Object)]
+pub struct AddressConsent {
+    pub channel: String,
+    pub address: String,
+    pub opted_in: bool,
+    /// When the current state began.
+    pub changed_at: DateTime<Utc>,
+    pub reason: Option<String>,
 }
 
 pub struct DirectoryApi {
@@ -342,6 +356,17 @@ impl DirectoryApi {
                 })
                 .collect(),
             last_contact_at: d.last_contact,
+            address_consent: d
+                .address_consents
+                .into_iter()
+                .map(|a| AddressConsent {
+                    channel: a.channel,
+                    address: a.address,
+                    opted_in: !a.opted_out,
+                    changed_at: a.changed_at,
+                    reason: a.reason,
+                })
+                .collect(),
         }))
     }
 }

@@ -29,17 +29,6 @@ pub fn number_verdict(
     }
 }
 
-/// The location that holds a number, if any (numbers are unique, migration m0010).
-pub async fn number_holder(
-    db: &impl ConnectionTrait,
-    number: &str,
-) -> Result<Option<location::Model>> {
-    Ok(location::Entity::find()
-        .filter(location::Column::PhoneNumber.eq(number))
-        .one(db)
-        .await?)
-}
-
 /// Whether `business_id` may send email from `address`. `own_sender` is its own email
 /// account's sender address, if it has one. Err: why not.
 pub async fn address_verdict(

@@ -187,7 +187,7 @@ async fn sender_refusal(
                 .map_err(job_error)?
         }
         _ => {
-            let holder = senders::number_holder(&ctx.db, from)
+            let holder = entities::calls::location_by_number(&ctx.db, from)
                 .await
                 .map_err(job_error)?;
             let shared = ctx.providers.twilio.as_ref().map(|t| &t.account_sid);

@@ -35,6 +35,19 @@
 //! | `OMEGA_DEFAULT_SMS_PROVIDER`, `OMEGA_DEFAULT_EMAIL_PROVIDER` | used when a request names none | `twilio`/`sendgrid` when configured, else `sandbox` |
 //! | `OMEGA_METRICS_LISTEN` | where an `omega worker` process serves `/metrics` (others serve it with the API) | unset |
 //! | `OMEGA_SHUTDOWN_TIMEOUT_SECS` | how long SIGTERM waits for requests and jobs under way | `30` |
+//! | `OMEGA_REQUEST_TIMEOUT_MS` | from a request's body (or headers) to its answer; past it, 503 with `Retry-After`. The queue push gets three quarters of it | `1500` |
+//! | `OMEGA_BODY_TIMEOUT_SECS` | time to send a request body; past it, 408 | `30` |
+//! | `OMEGA_HEADER_TIMEOUT_SECS` | time to send a request's headers, and the longest a keep-alive connection idles | `15` |
+//! | `OMEGA_MAX_CONNECTIONS` | open connections per ingress process (more wait in the backlog) | `4096` |
+//! | `OMEGA_RATE_LIMIT_SEND` | per business: `sms/send`, `email/send`, `messages/process` requests a second `[,burst]`; `off` for none | `50,100` |
+//! | `OMEGA_RATE_LIMIT_WRITE` | per business: other writes | `100,200` |
+//! | `OMEGA_RATE_LIMIT_READ` | per business: reads | `200,400` |
+//! | `OMEGA_RATE_LIMIT_PLATFORM` | per platform key, for each class | `50000,100000` |
+//! | `OMEGA_SWEEP_EVERY_SECS` | how often worker processes delete what is past its retention | `3600` |
+//! | `OMEGA_RETENTION_WEBHOOK_RECEIPTS_HOURS` | webhook receipts (whole provider bodies, orphans too) | `168` (7 days) |
+//! | `OMEGA_RETENTION_DEAD_JOBS_HOURS` | dead jobs, from their last failure | `720` (30 days) |
+//! | `OMEGA_RETENTION_ONBOARDING_RUNS_HOURS` | finished onboarding runs (a business's latest is kept) | `720` |
+//! | (fixed) | Idempotency-Key records: their 24 h window | |
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -84,6 +97,11 @@ pub struct Config {
     pub sns_trusted_cert_prefix: Option<String>,
     pub default_sms_provider: Option<entities::types::Provider>,
     pub default_email_provider: Option<entities::types::Provider>,
+    pub deadlines: ingress::guard::Deadlines,
+    pub connections: ingress::server::ConnectionLimits,
+    pub rates: ingress::rate_limit::RateLimits,
+    pub sweep_every: Duration,
+    pub retention: entities::retention::Retention,
 }
 
 impl Config {
@@ -132,7 +150,38 @@ impl Config {
             Some("json") => LogFormat::Json,
             Some(other) => bail!("OMEGA_LOG_FORMAT={other:?} is invalid: use text or json"),
         };
+        let (deadlines, connections, rates) = Config::limits(&var)?;
+        let hours = |name: &str, default: chrono::Duration| -> anyhow::Result<chrono::Duration> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => match v.parse::<i64>() {
+                    Ok(h) if h > 0 => Ok(chrono::Duration::hours(h)),
+                    _ => bail!("{name}={v:?} is invalid: use a whole number of hours above 0"),
+                },
+            }
+        };
+        let keep = entities::retention::Retention::default();
+        let retention = entities::retention::Retention {
+            webhook_receipts: hours(
+                "OMEGA_RETENTION_WEBHOOK_RECEIPTS_HOURS",
+                keep.webhook_receipts,
+            )?,
+            dead_jobs: hours("OMEGA_RETENTION_DEAD_JOBS_HOURS", keep.dead_jobs)?,
+            onboarding_runs: hours(
+                "OMEGA_RETENTION_ONBOARDING_RUNS_HOURS",
+                keep.onboarding_runs,
+            )?,
+        };
         let config = Config {
+            retention,
+            sweep_every: Duration::from_secs(parse(
+                "OMEGA_SWEEP_EVERY_SECS",
+                var("OMEGA_SWEEP_EVERY_SECS"),
+                3600,
+            )?),
+            deadlines,
+            connections,
+            rates,
             listen: parse(
                 "OMEGA_LISTEN",
                 var("OMEGA_LISTEN"),
@@ -247,6 +296,67 @@ impl Config {
         Ok(config)
     }
 
+    fn limits(
+        var: &impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<(
+        ingress::guard::Deadlines,
+        ingress::server::ConnectionLimits,
+        ingress::rate_limit::RateLimits,
+    )> {
+        fn number(
+            var: &impl Fn(&str) -> Option<String>,
+            name: &str,
+            default: u64,
+        ) -> anyhow::Result<u64> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => bail!("{name}={v:?} is invalid: use a whole number above 0"),
+                },
+            }
+        }
+        let rate = |name: &str, default: Option<ingress::rate_limit::Rate>| match var(name) {
+            None => Ok(default),
+            Some(v) if v.eq_ignore_ascii_case("off") => Ok(None),
+            Some(v) => ingress::rate_limit::Rate::parse(&v)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("{name}={v:?} is invalid: {e}")),
+        };
+        let d = ingress::guard::Deadlines::default();
+        let c = ingress::server::ConnectionLimits::default();
+        let r = ingress::rate_limit::RateLimits::default();
+        Ok((
+            ingress::guard::Deadlines {
+                request: Duration::from_millis(number(
+                    var,
+                    "OMEGA_REQUEST_TIMEOUT_MS",
+                    d.request.as_millis() as u64,
+                )?),
+                body: Duration::from_secs(number(
+                    var,
+                    "OMEGA_BODY_TIMEOUT_SECS",
+                    d.body.as_secs(),
+                )?),
+            },
+            ingress::server::ConnectionLimits {
+                max_connections: number(var, "OMEGA_MAX_CONNECTIONS", c.max_connections as u64)?
+                    as usize,
+                header_timeout: Duration::from_secs(number(
+                    var,
+                    "OMEGA_HEADER_TIMEOUT_SECS",
+                    c.header_timeout.as_secs(),
+                )?),
+            },
+            ingress::rate_limit::RateLimits {
+                business_send: rate("OMEGA_RATE_LIMIT_SEND", r.business_send)?,
+                business_write: rate("OMEGA_RATE_LIMIT_WRITE", r.business_write)?,
+                business_read: rate("OMEGA_RATE_LIMIT_READ", r.business_read)?,
+                platform: rate("OMEGA_RATE_LIMIT_PLATFORM", r.platform)?,
+            },
+        ))
+    }
+
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
     }
@@ -298,6 +408,9 @@ impl Config {
         }
         if self.job_max_attempts == 0 {
             bail!("OMEGA_JOB_MAX_ATTEMPTS must be at least 1");
+        }
+        if self.sweep_every.is_zero() {
+            bail!("OMEGA_SWEEP_EVERY_SECS must be at least 1");
         }
         if self.visibility_timeout < Duration::from_secs(1) {
             bail!("OMEGA_QUEUE_VISIBILITY_SECS must be at least 1");
@@ -411,6 +524,10 @@ mod tests {
         assert!(c.redis_url.is_none());
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.job_max_attempts, 8);
+        assert_eq!(c.deadlines.request, Duration::from_millis(1500));
+        assert!(c.rates.business_send.is_some());
+        let off = Config::from_lookup(lookup(&[("OMEGA_RATE_LIMIT_PLATFORM", "off")])).unwrap();
+        assert!(off.rates.platform.is_none());
     }
 
     #[test]
@@ -424,6 +541,12 @@ mod tests {
             ("OMEGA_WORKER_BATCH", "0"),
             ("OMEGA_SECRET_KEY", "c2hvcnQ="),
             ("OMEGA_BOOTSTRAP_PLATFORM_KEY", "short"),
+            ("OMEGA_REQUEST_TIMEOUT_MS", "0"),
+            ("OMEGA_MAX_CONNECTIONS", "many"),
+            ("OMEGA_RATE_LIMIT_SEND", "fast"),
+            ("OMEGA_RATE_LIMIT_READ", "10,0"),
+            ("OMEGA_SWEEP_EVERY_SECS", "0"),
+            ("OMEGA_RETENTION_DEAD_JOBS_HOURS", "-1"),
         ] {
             let err = Config::from_lookup(lookup(&[(k, v)]))
                 .unwrap_err()

@@ -12,7 +12,7 @@ use jobs::redis_queue::RedisQueue;
 use jobs::sql_queue::SqlQueue;
 use jobs::{JobQueue, Producer, RetryPolicy};
 use migrations::{Migrator, MigratorTrait};
-use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::listener::{Listener, TcpListener};
 use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -207,31 +207,47 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
             sealer: entities::secrets::Sealer::new(secret),
             twilio: config.twilio.clone(),
             email_webhooks: email_webhooks(&config)?,
+            deadlines: config.deadlines,
+            rates: config.rates.clone(),
         };
+        let rate_limiter = match &config.redis_url {
+            Some(url) => ingress::rate_limit::RateLimiter::redis(url, &config.redis_prefix)
+                .await
+                .context("connecting to Redis for rate limits")?,
+            None => ingress::rate_limit::RateLimiter::local(),
+        };
+        // The push gets most of the request's deadline, so that a hung queue is reported as
+        // such (and the Idempotency-Key released) before the deadline cuts the request off.
+        let producer = Producer::bounded(queue.clone(), config.deadlines.request * 3 / 4);
         let state = Arc::new(ingress::AppState::new(
             db.clone(),
-            Producer::new(queue.clone()),
+            producer,
             settings,
+            rate_limiter,
         ));
         let app = ingress::app(state, &config.public_url, metrics.clone());
-        let acceptor = TcpListener::bind(config.listen.to_string())
-            .into_acceptor()
+        let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied());
+        addr = Some(listener.local_addr()?);
         tracing::info!(addr = ?addr, "ingress listening");
         let (signal, grace) = (stopped(stop_rx.clone()), config.shutdown_timeout);
+        let limits = config.connections;
         tasks.spawn(async move {
-            poem::Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(app, signal, Some(grace))
+            ingress::server::serve(listener, app, limits, signal, grace)
                 .await
                 .context("ingress server")
         });
     }
     if role != Role::Ingress {
+        tasks.spawn({
+            let (db, queue, stop) = (db.clone(), queue.clone(), stopped(stop_rx.clone()));
+            let (retention, every) = (config.retention, config.sweep_every);
+            async move {
+                workers::sweep::run(db, queue, retention, every, stop).await;
+                Ok(())
+            }
+        });
         let opts = workers::WorkerOptions {
             concurrency: config.worker_concurrency,
             batch: config.worker_batch,

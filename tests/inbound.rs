@@ -687,7 +687,13 @@ mod email {
             {"email": "grace@example.com", "timestamp": 1_763_000_040, "event": "brand_new_event", "sg_event_id": "ev5", "omega_message_id": id.to_string()}
         ]))
         .unwrap();
-        let ts = "1763000100";
+        let now = chrono::Utc::now().timestamp();
+        let (ts, next_second, hour_ago) = (
+            now.to_string(),
+            (now + 1).to_string(),
+            (now - 3600).to_string(),
+        );
+        let ts = ts.as_str();
         let key = sendgrid_key();
         let good = sendgrid_sign(&key, ts, &body);
 
@@ -708,7 +714,13 @@ mod email {
                 "changed timestamp",
                 body.clone(),
                 Some(good.clone()),
-                "1763000101",
+                next_second.as_str(),
+            ),
+            (
+                "signed an hour ago",
+                body.clone(),
+                Some(sendgrid_sign(&key, &hour_ago, &body)),
+                hour_ago.as_str(),
             ),
             (
                 "garbage signature",
@@ -989,6 +1001,12 @@ mod ses {
         }
     }
 
+    /// An SNS `Timestamp` `offset_secs` from now.
+    fn sns_time(offset_secs: i64) -> String {
+        (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
     /// The text SNS signs, from AWS's documentation: `Name\nvalue\n` for these keys in order.
     fn canonical(msg: &Value) -> String {
         let keys: &[&str] = if msg["Type"] == "Notification" {
@@ -1079,7 +1097,7 @@ mod ses {
         let confirmation = signed(json!({
             "Type": "SubscriptionConfirmation", "MessageId": "sub-1", "Token": "tok",
             "TopicArn": TOPIC, "Message": "You have chosen to subscribe",
-            "SubscribeURL": format!("{base}confirm"), "Timestamp": "2026-11-24T01:00:00.000Z"
+            "SubscribeURL": format!("{base}confirm"), "Timestamp": sns_time(0)
         }));
         assert_eq!(post(confirmation).await, 200);
         assert_eq!(
@@ -1091,7 +1109,7 @@ mod ses {
         let notification = |sns_id: &str, event: Value| {
             signed(json!({
                 "Type": "Notification", "MessageId": sns_id, "TopicArn": TOPIC,
-                "Message": event.to_string(), "Timestamp": "2026-11-24T01:00:01.000Z"
+                "Message": event.to_string(), "Timestamp": sns_time(1)
             }))
         };
         let delivery = notification(
@@ -1114,11 +1132,15 @@ mod ses {
         elsewhere["SigningCertURL"] = json!("https://evil.example.com/cert.pem");
         let mut unsigned = delivery.clone();
         unsigned.as_object_mut().unwrap().remove("Signature");
+        let mut stale = delivery.clone();
+        stale["Timestamp"] = json!(sns_time(-3600));
+        let stale = signed(stale);
         for (label, msg) in [
             ("topic", other_topic),
             ("changed", changed),
             ("cert host", elsewhere),
             ("unsigned", unsigned),
+            ("an hour old", stale),
         ] {
             assert_eq!(post(msg).await, 403, "{label}");
         }
@@ -1141,12 +1163,17 @@ mod ses {
             1,
         )
         .await;
-        let bounce = notification(
-            "n-2",
-            json!({"eventType": "Bounce", "mail": {"messageId": "x", "tags": {"omega_message_id": [id.to_string()]}},
-            "bounce": {"bounceType": "Permanent", "bouncedRecipients": [{"emailAddress": "grace@example.com", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]}}),
-        );
-        assert_eq!(post(bounce).await, 200);
+        let bounce = |sns_id: &str, ses_id: &str| {
+            notification(
+                sns_id,
+                json!({"eventType": "Bounce", "mail": {"messageId": ses_id, "tags": {"omega_message_id": [id.to_string()]}},
+                "bounce": {"bounceType": "Permanent", "bouncedRecipients": [{"emailAddress": "grace@example.com", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]}}),
+            )
+        };
+        // Issue 14, item 5: the tag names our message, but the event is about another email
+        // (another SES message id): whoever sent that one chose the tag. Not applied.
+        assert_eq!(post(bounce("n-forged", "0100018c-someone-else")).await, 200);
+        assert_eq!(post(bounce("n-2", "0100018c-ses-1")).await, 200);
         eventually(&app, "the bounce's consent", "SELECT COUNT(*) FROM clients WHERE id = 5 AND email_opt_in = false AND email_opt_out_reason LIKE 'ses bounce%'", 1).await;
         assert_eq!(
             count(
@@ -1158,7 +1185,7 @@ mod ses {
         );
         // Signed, but the Message is not JSON: 422.
         let broken = signed(
-            json!({"Type": "Notification", "MessageId": "n-3", "TopicArn": TOPIC, "Message": "{not json", "Timestamp": "2026-11-24T01:00:02.000Z"}),
+            json!({"Type": "Notification", "MessageId": "n-3", "TopicArn": TOPIC, "Message": "{not json", "Timestamp": sns_time(2)}),
         );
         assert_eq!(post(broken).await, 422);
     }

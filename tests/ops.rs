@@ -498,3 +498,108 @@ fn compose_file_describes_the_scaled_deployment() {
         "multi-stage build"
     );
 }
+
+/// Issue 14, item 15: what only grows is swept after its retention (idempotency records after
+/// their window, webhook receipts, dead jobs, finished onboarding runs but each business's
+/// latest), and the sweep runs by itself in worker processes.
+async fn expired_records_are_swept(d: Deployment) {
+    use chrono::{Duration as Days, Utc};
+    use entities::retention::Retention;
+    let mut sandbox = Sandbox::new(d).await;
+    sandbox.set("OMEGA_SWEEP_EVERY_SECS", "1");
+    sandbox.set("OMEGA_RETENTION_WEBHOOK_RECEIPTS_HOURS", "1");
+    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
+    app.onboard(1).await;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+
+    // A receipt two hours old goes by itself (retention 1 h, sweep every second); a new one stays.
+    entities::receipts::record(&app.db, "twilio", "old", None, json!({"x": 1}))
+        .await
+        .unwrap();
+    entities::receipts::record(&app.db, "twilio", "new", None, json!({"x": 2}))
+        .await
+        .unwrap();
+    entities::webhook_receipt::Entity::update_many()
+        .col_expr(
+            entities::webhook_receipt::Column::ReceivedAt,
+            Expr::value(Utc::now() - Days::hours(2)),
+        )
+        .filter(entities::webhook_receipt::Column::DedupeKey.eq("old"))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    wait_for("the periodic sweep", Duration::from_secs(10), || async {
+        (app.count("SELECT COUNT(*) FROM webhook_receipts WHERE dedupe_key = 'old'")
+            .await
+            == 0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM webhook_receipts").await, 1);
+
+    // One sweep with the default retention, as of now.
+    let dead = one_dead_job(&app).await;
+    entities::idempotency::reserve(&app.db, "s", "old", "h", Utc::now() - Days::days(2))
+        .await
+        .unwrap();
+    entities::idempotency::reserve(&app.db, "s", "new", "h", Utc::now())
+        .await
+        .unwrap();
+    entities::onboard::start_run(&app.db, "old-run", 1)
+        .await
+        .unwrap();
+    entities::onboard::set_run_status(&app.db, "old-run", entities::onboard::COMPLETED, None)
+        .await
+        .unwrap();
+    let long_ago = Utc::now() - Days::days(40);
+    entities::onboarding_run::Entity::update_many()
+        .col_expr(
+            entities::onboarding_run::Column::CreatedAt,
+            Expr::value(long_ago),
+        )
+        .col_expr(
+            entities::onboarding_run::Column::UpdatedAt,
+            Expr::value(long_ago),
+        )
+        .filter(entities::onboarding_run::Column::RequestId.eq("old-run"))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let retention = Retention::default();
+    let report = workers::sweep::sweep_once(&app.db, app.queue.as_ref(), &retention, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(report.data.idempotency_records, 1);
+    assert_eq!(
+        report.data.onboarding_runs, 1,
+        "the old run; the latest is kept"
+    );
+    assert_eq!(report.dead_jobs, 0, "the dead job is new");
+    assert_eq!(app.count("SELECT COUNT(*) FROM onboarding_runs").await, 1);
+    assert_eq!(
+        app.get("/business/1/onboarding-status", Some(PLATFORM_KEY))
+            .await
+            .status(),
+        200
+    );
+    // A month on, the dead job goes too.
+    let later = Utc::now() + retention.dead_jobs + Days::hours(1);
+    let report = workers::sweep::sweep_once(&app.db, app.queue.as_ref(), &retention, later)
+        .await
+        .unwrap();
+    assert_eq!(report.dead_jobs, 1, "dead job {dead}");
+    assert_eq!(
+        app.queue
+            .list_dead(JobType::RecordSms, &Default::default(), 0, 10)
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM onboarding_runs").await,
+        1,
+        "the latest run stays"
+    );
+}
+both_deployments!(retention, expired_records_are_swept);

@@ -56,20 +56,6 @@ async fn two_businesses(d: Deployment) -> (TestApp, String, String) {
     (app, k1, k2)
 }
 
-async fn session(app: &TestApp, business_id: i64, staff_id: i64) -> String {
-    let v: Value = app
-        .post(
-            "/auth/token",
-            Some(PLATFORM_KEY),
-            &json!({"business_id": business_id, "staff_id": staff_id}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    v["access_token"].as_str().unwrap().to_owned()
-}
-
 async fn post_as_session(
     app: &TestApp,
     token: &str,
@@ -85,23 +71,6 @@ async fn post_as_session(
         .unwrap()
 }
 
-async fn post_with(
-    app: &TestApp,
-    path: &str,
-    key: &str,
-    idempotency_key: &str,
-    body: &Value,
-) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(app.url(path))
-        .header("X-API-KEY", key)
-        .header("Idempotency-Key", idempotency_key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 fn sms(location_id: i64, text: &str) -> Value {
     json!({"category": "conversation", "location_id": location_id,
            "messages": [{"client_id": 5, "to_number": "+14155550123", "message": text}]})
@@ -110,55 +79,37 @@ fn sms(location_id: i64, text: &str) -> Value {
 /// Item 3: an Idempotency-Key names one request of one caller for one business and route.
 async fn idempotency_keys_are_scoped(d: Deployment) {
     let (app, k1, _) = two_businesses(d).await;
-    let first = post_with(
-        &app,
-        "/businesses/1/sms/send",
-        PLATFORM_KEY,
-        "k-1",
-        &sms(10, "a"),
-    )
-    .await;
+    let first = app
+        .post_keyed("/businesses/1/sms/send", PLATFORM_KEY, "k-1", &sms(10, "a"))
+        .await;
     assert_eq!(first.status(), 200);
     let first: Value = first.json().await.unwrap();
     // The same key and body for another business is another request, not a replay of the
     // first business's answer (nor a 409).
-    let other = post_with(
-        &app,
-        "/businesses/2/sms/send",
-        PLATFORM_KEY,
-        "k-1",
-        &sms(20, "a"),
-    )
-    .await;
+    let other = app
+        .post_keyed("/businesses/2/sms/send", PLATFORM_KEY, "k-1", &sms(20, "a"))
+        .await;
     assert_eq!(other.status(), 200);
     assert!(other.headers().get("idempotency-replayed").is_none());
     let other: Value = other.json().await.unwrap();
     assert_ne!(other["request_id"], first["request_id"]);
     // Another route of the same business: another request too.
     let record = json!({"category": "conversation", "messages": [{"client_id": 5, "to_number": "+14155550123", "message": "a", "status": "sent"}]});
-    let recorded = post_with(
-        &app,
-        "/businesses/1/sms/record",
-        PLATFORM_KEY,
-        "k-1",
-        &record,
-    )
-    .await;
+    let recorded = app
+        .post_keyed("/businesses/1/sms/record", PLATFORM_KEY, "k-1", &record)
+        .await;
     assert_eq!(recorded.status(), 200);
     // The same caller, business and route: replayed.
-    let again = post_with(
-        &app,
-        "/businesses/1/sms/send",
-        PLATFORM_KEY,
-        "k-1",
-        &sms(10, "a"),
-    )
-    .await;
+    let again = app
+        .post_keyed("/businesses/1/sms/send", PLATFORM_KEY, "k-1", &sms(10, "a"))
+        .await;
     assert_eq!(again.status(), 200);
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["request_id"], first["request_id"]);
     // Another caller (the business's own key) with the same key: its own request.
-    let own = post_with(&app, "/businesses/1/sms/send", &k1, "k-1", &sms(10, "a")).await;
+    let own = app
+        .post_keyed("/businesses/1/sms/send", &k1, "k-1", &sms(10, "a"))
+        .await;
     assert_eq!(own.status(), 200);
     let own: Value = own.json().await.unwrap();
     assert_ne!(own["request_id"], first["request_id"]);
@@ -179,7 +130,7 @@ async fn sessions_act_as_their_own_staff(d: Deployment) {
         .await
         .unwrap();
     let id = opened["id"].as_i64().unwrap();
-    let token = session(&app, 1, 901).await;
+    let token = app.session(1, 901).await;
     let base = format!("/businesses/1/conversations/{id}");
     for (path, body) in [
         ("notes", json!({"staff_id": 902, "note": "as Bob"})),

@@ -7,6 +7,10 @@ use crate::{Result, idempotency_record as rec};
 
 /// How long a key is remembered.
 pub const WINDOW_HOURS: i64 = 24;
+/// How long a reservation may stay "in progress" before it is taken to be abandoned (its
+/// request was cut off by the deadline, or its process died) and the key can be used again.
+/// Far longer than any request may run, and than the completion's retries take.
+pub const ABANDONED_AFTER: Duration = Duration::minutes(5);
 
 pub enum Reservation {
     /// The key is new: go on, then `complete` (or `release` on failure).
@@ -24,8 +28,8 @@ pub async fn reserve(
     scope: &str,
     key: &str,
     request_hash: &str,
+    now: chrono::DateTime<Utc>,
 ) -> Result<Reservation> {
-    let now = Utc::now();
     // A record past the window no longer counts: forget it so the key can be used afresh.
     rec::Entity::delete_many()
         .filter(rec::Column::Scope.eq(scope))
@@ -52,8 +56,24 @@ pub async fn reserve(
         .await?
     else {
         // Deleted between our insert and read (expired and swept): treat as a fresh key.
-        return Box::pin(reserve(db, scope, key, request_hash)).await;
+        return Box::pin(reserve(db, scope, key, request_hash, now)).await;
     };
+    if existing.status_code == 0 && existing.created_at < now - ABANDONED_AFTER {
+        // Abandoned: take it over, unless another repeat took it first.
+        let taken = rec::Entity::update_many()
+            .col_expr(rec::Column::RequestHash, Expr::value(request_hash))
+            .col_expr(rec::Column::CreatedAt, Expr::value(now))
+            .filter(rec::Column::Scope.eq(scope))
+            .filter(rec::Column::Key.eq(key))
+            .filter(rec::Column::StatusCode.eq(0))
+            .filter(rec::Column::CreatedAt.eq(existing.created_at))
+            .exec(db)
+            .await?;
+        if taken.rows_affected == 1 {
+            return Ok(Reservation::Reserved);
+        }
+        return Ok(Reservation::InProgress);
+    }
     Ok(if existing.request_hash != request_hash {
         Reservation::Mismatch
     } else if existing.status_code == 0 {
@@ -94,10 +114,10 @@ pub async fn release(db: &impl ConnectionTrait, scope: &str, key: &str) -> Resul
     Ok(())
 }
 
-/// Deletes records past the window; returns how many.
-pub async fn sweep(db: &impl ConnectionTrait) -> Result<u64> {
+/// Deletes records past the window as of `now`; returns how many.
+pub async fn sweep(db: &impl ConnectionTrait, now: chrono::DateTime<Utc>) -> Result<u64> {
     let res = rec::Entity::delete_many()
-        .filter(rec::Column::CreatedAt.lt(Utc::now() - Duration::hours(WINDOW_HOURS)))
+        .filter(rec::Column::CreatedAt.lt(now - Duration::hours(WINDOW_HOURS)))
         .exec(db)
         .await?;
     Ok(res.rows_affected)

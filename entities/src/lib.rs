@@ -21,6 +21,7 @@ pub mod outbound;
 pub mod query;
 pub mod receipts;
 pub mod record;
+pub mod retention;
 pub mod search;
 pub mod secrets;
 pub mod senders;

@@ -2,7 +2,7 @@
 //! records what the provider said. A message that already has a provider id is never sent
 //! again, so a re-run of its job cannot send twice.
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Set};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait};
 
 use serde::{Deserialize, Serialize};
 
@@ -257,19 +257,34 @@ pub async fn failed_messages(
 }
 
 /// Puts a failed message back to `queued` for a resend (its row is kept; the history shows
-/// the failure and the retry). Returns the send job that resends it.
-pub async fn requeue(db: &DatabaseConnection, msg: message::Model) -> Result<SendJob> {
+/// the failure and the retry). Returns the send job that resends it, or `None` when the
+/// message is no longer `failed` (a concurrent retry took it): only a failed message is ever
+/// resent, so two retries never send it twice.
+pub async fn requeue(db: &DatabaseConnection, msg: message::Model) -> Result<Option<SendJob>> {
+    use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
     let job = resend_job(&msg)?;
     let txn = crate::db::begin_write(db).await?;
     let now = Utc::now();
     let id = msg.id;
-    let mut row: message::ActiveModel = msg.into();
-    row.status = Set(MessageStatus::Queued.as_str().into());
-    row.provider_message_id = Set(None);
-    row.error_code = Set(None);
-    row.error_message = Set(None);
-    row.updated_at = Set(now);
-    row.update(&txn).await?;
+    let taken = message::Entity::update_many()
+        .col_expr(
+            message::Column::Status,
+            Expr::value(MessageStatus::Queued.as_str()),
+        )
+        .col_expr(
+            message::Column::ProviderMessageId,
+            Expr::value(None::<String>),
+        )
+        .col_expr(message::Column::ErrorCode, Expr::value(None::<String>))
+        .col_expr(message::Column::ErrorMessage, Expr::value(None::<String>))
+        .col_expr(message::Column::UpdatedAt, Expr::value(now))
+        .filter(message::Column::Id.eq(id))
+        .filter(message::Column::Status.eq(MessageStatus::Failed.as_str()))
+        .exec(&txn)
+        .await?;
+    if taken.rows_affected == 0 {
+        return Ok(None);
+    }
     crate::events::append_event(
         &txn,
         id,
@@ -280,7 +295,7 @@ pub async fn requeue(db: &DatabaseConnection, msg: message::Model) -> Result<Sen
     )
     .await?;
     txn.commit().await?;
-    Ok(job)
+    Ok(Some(job))
 }
 
 /// Undoes `requeue` when its job could not be queued.

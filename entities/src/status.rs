@@ -23,9 +23,18 @@ use crate::{Error, Result, message, message_event};
 pub enum MessageRef {
     /// omega's id, within a business.
     Id { business_id: i64, message_id: i64 },
-    /// omega's id as omega gave it to a provider (SendGrid `custom_args`): ids are unique
-    /// across businesses.
-    Omega { message_id: i64 },
+    /// omega's id as a provider echoed it back (SendGrid `custom_args`, Mailgun variables,
+    /// Postmark metadata, SES tags). Whoever sent the email chose that value, so it counts
+    /// only for a message of the provider the event came through, and, when the event
+    /// carries the provider's id, of that id: one business cannot reach another's messages
+    /// by naming their ids on a shared provider account.
+    Omega {
+        message_id: i64,
+        #[serde(default)]
+        provider: Option<Provider>,
+        #[serde(default)]
+        provider_message_id: Option<String>,
+    },
     /// The provider's id (unique per provider); `business_id` narrows it when known.
     Provider {
         business_id: Option<i64>,
@@ -290,6 +299,18 @@ async fn advance(
     Ok(moved)
 }
 
+/// Provider message ids compared as providers write them: with or without the angle
+/// brackets of a Message-ID header.
+fn same_id(a: &str, b: &str) -> bool {
+    let bare = |s: &str| {
+        s.trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_owned()
+    };
+    bare(a) == bare(b)
+}
+
 /// The message each report is about (None where it is not recorded): one query per kind of
 /// reference for the whole batch.
 async fn find_many(
@@ -301,7 +322,7 @@ async fn find_many(
     let mut pids: BTreeMap<Option<&str>, BTreeSet<&str>> = BTreeMap::new();
     for r in reports {
         match &r.message {
-            MessageRef::Id { message_id, .. } | MessageRef::Omega { message_id } => {
+            MessageRef::Id { message_id, .. } | MessageRef::Omega { message_id, .. } => {
                 ids.insert(*message_id);
             }
             MessageRef::Provider {
@@ -358,7 +379,20 @@ async fn find_many(
                 } => by_id
                     .get(message_id)
                     .filter(|m| m.business_id == *business_id),
-                MessageRef::Omega { message_id } => by_id.get(message_id),
+                MessageRef::Omega {
+                    message_id,
+                    provider,
+                    provider_message_id,
+                } => by_id.get(message_id).filter(|m| {
+                    provider.is_some_and(|p| m.provider.as_deref() == Some(p.as_str()))
+                        && match (provider_message_id, &m.provider_message_id) {
+                            (Some(reported), Some(stored)) => same_id(reported, stored),
+                            // Not known yet (the event overtook the send's settling): it
+                            // waits, as a report about a message not recorded does.
+                            (Some(_), None) => false,
+                            (None, _) => true,
+                        }
+                }),
                 MessageRef::Provider {
                     business_id,
                     provider,

@@ -16,8 +16,14 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-/// How far a Mailgun timestamp may be from now (replayed deliveries are older).
-pub const MAILGUN_MAX_AGE_SECS: i64 = 5 * 60;
+/// How far a signed timestamp (SendGrid, Mailgun, SNS) may be from now: a delivery
+/// replayed later is older, and is refused even with a valid signature.
+pub const MAX_SKEW_SECS: i64 = 5 * 60;
+
+/// Whether a signed time (seconds since the epoch) is within [`MAX_SKEW_SECS`] of `now`.
+pub fn fresh(signed_at_secs: i64, now: DateTime<Utc>) -> bool {
+    (now.timestamp() - signed_at_secs).abs() <= MAX_SKEW_SECS
+}
 
 /// SendGrid's Event Webhook key as SendGrid shows it: base64 of the DER public key.
 pub fn sendgrid_key(base64_der: &str) -> Result<p256::ecdsa::VerifyingKey, String> {
@@ -29,13 +35,17 @@ pub fn sendgrid_key(base64_der: &str) -> Result<p256::ecdsa::VerifyingKey, Strin
 }
 
 /// SendGrid: ECDSA P-256 (SHA-256) over the timestamp header followed by the raw body; the
-/// signature header is base64 of the DER signature.
+/// signature header is base64 of the DER signature; the timestamp must be fresh.
 pub fn sendgrid_verify(
     key: &p256::ecdsa::VerifyingKey,
     timestamp: &str,
     body: &[u8],
     signature_b64: &str,
+    now: DateTime<Utc>,
 ) -> bool {
+    if !timestamp.trim().parse().is_ok_and(|ts| fresh(ts, now)) {
+        return false;
+    }
     let Ok(der) = base64::engine::general_purpose::STANDARD.decode(signature_b64.trim()) else {
         return false;
     };
@@ -57,10 +67,7 @@ pub fn mailgun_verify(
     signature_hex: &str,
     now: DateTime<Utc>,
 ) -> bool {
-    let Ok(ts) = timestamp.parse::<i64>() else {
-        return false;
-    };
-    if (now.timestamp() - ts).abs() > MAILGUN_MAX_AGE_SECS {
+    if !timestamp.parse().is_ok_and(|ts| fresh(ts, now)) {
         return false;
     }
     let mut mac =
@@ -110,7 +117,11 @@ pub(crate) fn message_ref(
     provider_id: Option<&str>,
 ) -> Option<MessageRef> {
     match (omega, provider_id.filter(|p| !p.is_empty())) {
-        (Some(message_id), _) => Some(MessageRef::Omega { message_id }),
+        (Some(message_id), pid) => Some(MessageRef::Omega {
+            message_id,
+            provider: Some(provider),
+            provider_message_id: pid.map(str::to_owned),
+        }),
         (None, Some(pid)) => Some(MessageRef::Provider {
             business_id: None,
             provider: Some(provider),
@@ -357,7 +368,14 @@ mod tests {
                 provider_message_id: "abc".into()
             }
         );
-        assert_eq!(r[1].message, MessageRef::Omega { message_id: 42 });
+        assert_eq!(
+            r[1].message,
+            MessageRef::Omega {
+                message_id: 42,
+                provider: Some(Provider::Sendgrid),
+                provider_message_id: None
+            }
+        );
         assert_eq!(r[1].status, Some(MessageStatus::Failed));
         assert!(
             r[1].opt_out
@@ -381,7 +399,7 @@ mod tests {
         assert!(mailgun_verify("key", &ts, "tok", &sig, now));
         assert!(!mailgun_verify("other", &ts, "tok", &sig, now));
         assert!(!mailgun_verify("key", &ts, "tok2", &sig, now));
-        let later = now + chrono::Duration::seconds(MAILGUN_MAX_AGE_SECS + 1);
+        let later = now + chrono::Duration::seconds(MAX_SKEW_SECS + 1);
         assert!(!mailgun_verify("key", &ts, "tok", &sig, later));
     }
 

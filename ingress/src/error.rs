@@ -89,6 +89,9 @@ pub enum ApiError {
     Forbidden(Json<ErrorDetail>),
     #[oai(status = 404)]
     NotFound(Json<ErrorDetail>),
+    /// The request body did not arrive in time.
+    #[oai(status = 408)]
+    RequestTimeout(Json<ErrorDetail>),
     /// Conflict, e.g. an Idempotency-Key reused with another body.
     #[oai(status = 409)]
     Conflict(Json<ErrorDetail>),
@@ -97,6 +100,9 @@ pub enum ApiError {
     /// The request is malformed.
     #[oai(status = 422)]
     Validation(Json<HttpValidationError>),
+    /// The caller's rate limit is exceeded; `Retry-After` says when to come back.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorDetail>),
     /// The queue or the database is unavailable: the request was not accepted; retry later.
     #[oai(status = 503)]
     Unavailable(Json<ErrorDetail>),
@@ -122,6 +128,12 @@ impl ApiError {
     }
     pub fn conflict(text: impl Into<String>) -> Self {
         ApiError::Conflict(detail(text))
+    }
+    pub fn request_timeout(text: impl Into<String>) -> Self {
+        ApiError::RequestTimeout(detail(text))
+    }
+    pub fn too_many_requests(text: impl Into<String>) -> Self {
+        ApiError::TooManyRequests(detail(text))
     }
     pub fn unavailable(text: impl Into<String>) -> Self {
         ApiError::Unavailable(detail(text))

@@ -3,7 +3,10 @@ pub mod api;
 pub mod auth;
 pub mod email_events;
 pub mod error;
+pub mod guard;
+pub mod rate_limit;
 pub mod routes;
+pub mod server;
 pub mod sns;
 pub mod state;
 pub mod twilio;
@@ -51,6 +54,7 @@ async fn with_request_id<E: Endpoint>(next: E, mut req: Request) -> poem::Result
                 .increment(1);
             metrics::histogram!("omega_http_request_duration_seconds", "route" => route, "method" => method)
                 .record(started.elapsed().as_secs_f64());
+            guard::ensure_retry_after(&mut resp);
             tracing::debug!(status, "answered");
             if let Ok(v) = HeaderValue::from_str(&id) {
                 resp.headers_mut().insert(REQUEST_ID, v);
@@ -79,6 +83,7 @@ pub fn app(
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/metrics", metrics_endpoint(metrics))
+        .around(guard::guard)
         .data(state)
         .with(poem::middleware::CatchPanic::new().with_handler(|_| {
             tracing::error!("a request handler panicked");

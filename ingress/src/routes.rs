@@ -47,6 +47,11 @@ pub fn path_param_name(index: usize) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Whether the current request's path is one of the API's routes.
+pub fn is_known() -> bool {
+    current().is_some()
+}
+
 /// The current request's route template, or `unmatched`: a bounded label for metrics.
 pub fn current_template() -> String {
     current()

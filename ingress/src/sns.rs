@@ -123,6 +123,26 @@ impl SnsVerifier {
         }
     }
 
+    /// Where SNS's signing certificates are: `https://sns.<region>.amazonaws.com/SimpleNotificationService-<id>.pem`.
+    fn allowed_cert(&self, url: &str) -> bool {
+        let sns_path = reqwest::Url::parse(url).is_ok_and(|u| {
+            u.query().is_none()
+                && u.path()
+                    .strip_prefix("/SimpleNotificationService-")
+                    .and_then(|rest| rest.strip_suffix(".pem"))
+                    .is_some_and(|id| {
+                        !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    })
+        });
+        (is_aws_sns_url(url) && sns_path) || self.trusted(url)
+    }
+
+    fn trusted(&self, url: &str) -> bool {
+        self.trusted_prefix
+            .as_deref()
+            .is_some_and(|p| url.starts_with(p))
+    }
+
     fn allowed(&self, url: &str) -> bool {
         is_aws_sns_url(url)
             || self
@@ -171,7 +191,7 @@ impl SnsVerifier {
     }
 
     /// Verifies one SNS delivery and, for a subscription confirmation, confirms it.
-    pub async fn verify(&self, msg: &Value) -> Result<Notification, SnsError> {
+    pub async fn verify(&self, msg: &Value, now: DateTime<Utc>) -> Result<Notification, SnsError> {
         let field = |name: &str| msg.get(name).and_then(Value::as_str);
         let forbidden = |why: &str| Err(SnsError::Forbidden(why.to_owned()));
         let Some(kind) = field("Type") else {
@@ -188,8 +208,14 @@ impl SnsVerifier {
         ) else {
             return forbidden("signature fields missing");
         };
-        if !self.allowed(cert_url) {
-            return forbidden("certificate URL not on an allowed host");
+        if !self.allowed_cert(cert_url) {
+            return forbidden("certificate URL is not an SNS signing certificate");
+        }
+        let signed_at = field("Timestamp")
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp());
+        if !signed_at.is_some_and(|t| crate::email_events::fresh(t, now)) {
+            return forbidden("Timestamp missing or not within 5 minutes of now");
         }
         let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(signature) else {
             return forbidden("signature is not base64");
@@ -324,6 +350,18 @@ mod tests {
             "https://evil.com/sns.us-east-1.amazonaws.com/x.pem"
         ));
         assert!(!is_aws_sns_url("https://sns..amazonaws.com/x.pem"));
+        let verifier = SnsVerifier::new(vec![], None);
+        assert!(verifier.allowed_cert(
+            "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-01d088a6f77103d0fe307c0069e40ed6.pem"
+        ));
+        for elsewhere in [
+            "https://sns.eu-west-1.amazonaws.com/x.pem",
+            "https://sns.eu-west-1.amazonaws.com/uploads/SimpleNotificationService-1.pem",
+            "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem?x=1",
+            "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-.pem",
+        ] {
+            assert!(!verifier.allowed_cert(elsewhere), "{elsewhere}");
+        }
         assert!(!is_aws_sns_url(
             "https://sns.us-east-1.amazonaws.com:8443/x.pem"
         ));

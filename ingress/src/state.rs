@@ -21,6 +21,10 @@ pub struct Settings {
     pub twilio: Option<entities::credentials::TwilioCredentials>,
     /// How each email provider's webhooks are authenticated (unset: refused).
     pub email_webhooks: EmailWebhookSettings,
+    /// How long a request may take to send its body, and to be answered.
+    pub deadlines: crate::guard::Deadlines,
+    /// Requests per caller and route class.
+    pub rates: crate::rate_limit::RateLimits,
 }
 
 /// The email providers' webhook credentials.
@@ -56,6 +60,8 @@ impl std::fmt::Debug for EmailWebhookSettings {
 
 pub struct AppState {
     pub db: DatabaseConnection,
+    /// Where the rate limits' buckets are kept.
+    pub rate_limiter: crate::rate_limit::RateLimiter,
     pub settings: Settings,
     pub producer: Producer,
     pub credentials: Credentials,
@@ -70,8 +76,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(db: DatabaseConnection, producer: Producer, settings: Settings) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        producer: Producer,
+        settings: Settings,
+        rate_limiter: crate::rate_limit::RateLimiter,
+    ) -> Self {
         AppState {
+            rate_limiter,
             sns: crate::sns::SnsVerifier::new(
                 settings.email_webhooks.ses_topic_arns.clone(),
                 settings.email_webhooks.sns_trusted_cert_prefix.clone(),

@@ -11,6 +11,9 @@ pub enum QueueError {
     Encoding(#[from] serde_json::Error),
     #[error("unexpected reply from the queue: {0}")]
     Protocol(String),
+    /// The queue did not answer in time; the push was not applied and never will be.
+    #[error("the queue did not answer within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// How a job handler failed: the settle layer retries transient failures and buries

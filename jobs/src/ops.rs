@@ -95,14 +95,19 @@ pub async fn retry_failed(
     let (permanent, retryable): (Vec<_>, Vec<_>) = failed
         .into_iter()
         .partition(|m| outbound::is_permanent(m.error_code.as_deref()));
-    let queued: Vec<i64> = retryable.iter().map(|m| m.id).collect();
+    let mut queued: Vec<i64> = retryable.iter().map(|m| m.id).collect();
     if !dry_run {
+        queued.clear();
         for msg in retryable {
             let (id, sms) = (
                 msg.id,
                 msg.channel == entities::types::Channel::Sms.as_str(),
             );
-            let job = outbound::requeue(db, msg).await?;
+            let Some(job) = outbound::requeue(db, msg).await? else {
+                // A concurrent retry took it first.
+                continue;
+            };
+            queued.push(id);
             let request_id = job.batch.request_id.clone();
             let job = if sms {
                 crate::Job::SendSms(job)

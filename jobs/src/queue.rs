@@ -70,7 +70,17 @@ pub struct DeadPage {
 /// - exactly one of `ack`, `retry`, `bury` or `release` settles a delivery.
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
+    /// Pushes all the jobs or none of them.
     async fn push(&self, jobs: &[Envelope]) -> Result<(), QueueError>;
+
+    /// As `push`, but not applied at all once the queue's clock passes `deadline_ms`
+    /// (milliseconds since the epoch): a push its caller gave up on (and answered 503 for)
+    /// never lands later. A backend whose push is one transaction, rolled back when the
+    /// caller drops it, needs nothing more.
+    async fn push_by(&self, jobs: &[Envelope], deadline_ms: i64) -> Result<(), QueueError> {
+        let _ = deadline_ms;
+        self.push(jobs).await
+    }
 
     /// Up to `max` jobs of one type, waiting up to `wait` for the first one.
     async fn fetch(
@@ -134,6 +144,10 @@ pub trait JobQueue: Send + Sync + 'static {
         selector: &DeadSelector,
     ) -> Result<u64, QueueError>;
 
+    /// Deletes the dead jobs of every type whose last failure was before `before_ms`
+    /// (milliseconds since the epoch); returns how many.
+    async fn sweep_dead(&self, before_ms: i64) -> Result<u64, QueueError>;
+
     async fn ping(&self) -> Result<(), QueueError>;
 
     /// How long a delivery stays invisible to other consumers before it is taken over.
@@ -144,11 +158,25 @@ pub trait JobQueue: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Producer {
     queue: Arc<dyn JobQueue>,
+    /// How long a push may take before it is given up (and then never applied).
+    timeout: Option<Duration>,
 }
 
 impl Producer {
     pub fn new(queue: Arc<dyn JobQueue>) -> Self {
-        Producer { queue }
+        Producer {
+            queue,
+            timeout: None,
+        }
+    }
+
+    /// A producer whose pushes fail with [`QueueError::Timeout`] after `timeout`, so that a
+    /// hung queue never hangs the request that pushes.
+    pub fn bounded(queue: Arc<dyn JobQueue>, timeout: Duration) -> Self {
+        Producer {
+            queue,
+            timeout: Some(timeout),
+        }
     }
 
     pub fn queue(&self) -> &Arc<dyn JobQueue> {
@@ -172,7 +200,15 @@ impl Producer {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.queue.push(&envelopes).await?;
+        match self.timeout {
+            None => self.queue.push(&envelopes).await?,
+            Some(timeout) => {
+                let deadline = crate::now_ms() + timeout.as_millis() as i64;
+                tokio::time::timeout(timeout, self.queue.push_by(&envelopes, deadline))
+                    .await
+                    .map_err(|_| QueueError::Timeout(timeout))??
+            }
+        }
         for job in jobs {
             metrics::counter!("omega_jobs_enqueued_total", "job_type" => job.job_type().as_str())
                 .increment(1);

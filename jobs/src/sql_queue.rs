@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 use tokio::sync::Notify;
 
 use crate::queue::{DeadJob, DeadPage, DeadSelector, JobQueue, QueueStats};
@@ -180,6 +180,9 @@ impl SqlQueue {
 #[async_trait]
 impl JobQueue for SqlQueue {
     async fn push(&self, jobs: &[Envelope]) -> Result<(), QueueError> {
+        // One transaction: every job of a request or none (a caller that gives up drops it,
+        // which rolls it back).
+        let txn = self.db.begin().await?;
         for chunk in jobs.chunks(ID_CHUNK) {
             let marks = vec!["(?, ?, ?, ?, ?, 'ready', 0, ?, ?)"; chunk.len()].join(", ");
             let mut values = Vec::with_capacity(chunk.len() * 7);
@@ -194,14 +197,15 @@ impl JobQueue for SqlQueue {
                     job.enqueued_at.into(),
                 ]);
             }
-            self.exec(
+            txn.execute_raw(self.stmt(
                 &format!(
                     "INSERT INTO omega_jobs (id, job_type, payload, request_id, business_id, state, attempts, run_at, created_at) VALUES {marks}"
                 ),
                 values,
-            )
+            ))
             .await?;
         }
+        txn.commit().await?;
         self.notify.notify_waiters();
         Ok(())
     }
@@ -451,6 +455,14 @@ impl JobQueue for SqlQueue {
             "DELETE FROM omega_jobs WHERE job_type = ? AND state = 'dead'",
             vec![t.as_str().into()],
             selector,
+        )
+        .await
+    }
+
+    async fn sweep_dead(&self, before_ms: i64) -> Result<u64, QueueError> {
+        self.exec(
+            "DELETE FROM omega_jobs WHERE state = 'dead' AND last_failed_at < ?",
+            vec![before_ms.into()],
         )
         .await
     }

@@ -3,6 +3,8 @@
 //! scaled deployment, its own Redis key prefix. Services that are missing fail the test.
 #![allow(dead_code)]
 
+pub mod freeze;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -205,6 +207,39 @@ impl TestApp {
             req = req.header("X-API-KEY", k);
         }
         req.send().await.expect("request sent")
+    }
+
+    /// POST with an API key and an Idempotency-Key.
+    pub async fn post_keyed(
+        &self,
+        path: &str,
+        key: &str,
+        idempotency_key: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header("X-API-KEY", key)
+            .header("Idempotency-Key", idempotency_key)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// A staff session's token, issued with the platform key.
+    pub async fn session(&self, business_id: i64, staff_id: i64) -> String {
+        let v: Value = self
+            .post(
+                "/auth/token",
+                Some(PLATFORM_KEY),
+                &json!({"business_id": business_id, "staff_id": staff_id}),
+            )
+            .await
+            .json()
+            .await
+            .expect("a JSON answer");
+        v["access_token"].as_str().expect("a session").to_owned()
     }
 
     /// Onboards a business (locations 10 and 11, staff 789, clients 5 and 6) and waits for it.

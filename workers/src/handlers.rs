@@ -12,6 +12,30 @@ use crate::Ctx;
 
 use crate::outcome::{job_error, retried_until_recorded};
 
+/// How long a status report about no recorded message is retried: a provider callback can
+/// overtake the send it reports on, but not by this much.
+pub const UNKNOWN_REPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Reports about messages not recorded: retried (the whole job; the others are duplicates
+/// then) within the grace period, then dropped with a count and a log line. Never buried:
+/// one bogus report must not fill the dead-letter store.
+fn unknown_reports(ctx: &Ctx, d: &Delivery, unknown: usize) -> Result<(), JobError> {
+    let age_ms = chrono::Utc::now().timestamp_millis() - d.envelope.enqueued_at;
+    let in_grace = age_ms < UNKNOWN_REPORT_GRACE.as_millis() as i64;
+    if in_grace && !ctx.policy.exhausted(d.attempt) {
+        return Err(JobError::Transient(format!(
+            "{unknown} report(s) about messages not recorded (yet)"
+        )));
+    }
+    metrics::counter!("omega_status_reports_dropped_total").increment(unknown as u64);
+    tracing::warn!(
+        unknown,
+        age_ms,
+        "dropped status reports about messages omega has not recorded"
+    );
+    Ok(())
+}
+
 /// Handles one delivery of any job type.
 pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobError> {
     let env = &d.envelope;
@@ -66,11 +90,15 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
                 .await;
                 let advanced = applied
                     .iter()
-                    .filter(|a| matches!(a, Ok(Applied::Advanced)))
+                    .filter(|a| matches!(a, Ok(Some(Applied::Advanced))))
                     .count();
-                tracing::info!(reports = applied.len(), advanced, "status reports");
+                let unknown = applied.iter().filter(|a| matches!(a, Ok(None))).count();
+                tracing::info!(reports = applied.len(), advanced, unknown, "status reports");
                 if let Some(Err(e)) = applied.into_iter().find(Result::is_err) {
                     return Err(e);
+                }
+                if unknown > 0 {
+                    unknown_reports(&ctx, &d, unknown)?;
                 }
             }
             Job::ProcessInbound(inbound) => process_inbound(&ctx, &inbound).await?,

@@ -6,6 +6,7 @@ mod outcome;
 pub mod providers;
 mod send;
 mod steps;
+pub mod sweep;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use jobs::{Job, JobError, StatusUpdates};
 use sea_orm::DatabaseConnection;
 
 use crate::batch::Batcher;
-use crate::outcome::{job_error, retried_until_recorded};
+use crate::outcome::job_error;
 
 /// A send's message as recorded, and why its recipient's address may not be sent to, if it
 /// opted out ([`entities::consent`]).
@@ -31,7 +31,8 @@ pub(crate) struct Batches {
     /// batch) like a provider's callbacks.
     pub reports: Batcher<(i64, StatusReport), ()>,
     /// Status reports applied.
-    pub status: Batcher<StatusReport, Applied>,
+    /// `None` for a report about no recorded message.
+    pub status: Batcher<StatusReport, Option<Applied>>,
 }
 
 impl Batches {
@@ -130,10 +131,15 @@ impl Batches {
                     let applied = entities::status::apply_many(&db, &refs)
                         .await
                         .map_err(job_error)?;
-                    // A report can overtake the send it is about.
+                    // A report about a message not recorded is `None`: it can overtake the
+                    // send it is about, or name no message of ours at all; the job decides.
                     Ok(applied
                         .into_iter()
-                        .map(|a| a.map_err(retried_until_recorded))
+                        .map(|a| match a {
+                            Ok(a) => Ok(Some(a)),
+                            Err(entities::Error::NotFound(_)) => Ok(None),
+                            Err(e) => Err(job_error(e)),
+                        })
                         .collect())
                 }
             }

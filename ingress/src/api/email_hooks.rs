@@ -155,8 +155,8 @@ impl EmailHooksApi {
                 else {
                     return Err(Self::forbidden(provider, "signature headers missing"));
                 };
-                if !events::sendgrid_verify(key, ts, &body.bytes, sig) {
-                    return Err(Self::forbidden(provider, "signature does not verify"));
+                if !events::sendgrid_verify(key, ts, &body.bytes, sig, Utc::now()) {
+                    return Err(Self::forbidden(provider, "signature wrong or stale"));
                 }
                 events::sendgrid_reports(&json_body(&body)?).map_err(invalid)?
             }
@@ -205,7 +205,7 @@ impl EmailHooksApi {
             }
             ExternalEmailProvider::Ses => {
                 let json = json_body(&body)?;
-                match self.state.sns.verify(&json).await {
+                match self.state.sns.verify(&json, Utc::now()).await {
                     Ok(notification) => match notification {
                         crate::sns::Notification::Confirmed => vec![],
                         crate::sns::Notification::Message(message) => {

@@ -11,6 +11,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 const MAX_KEY_LEN: usize = 255;
+/// How long an accepted request waits for its answer to be stored before answering anyway.
+const COMPLETE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Runs `accept` once per key within `scope` (who asks, for whom, on which route). Returns its response and whether it was a replay.
 pub async fn once<T, Fut>(
@@ -36,14 +38,16 @@ where
         ));
     }
     let request_hash = format!("{:x}", Sha256::digest(format!("{route}\n{body_hash}")));
-    match idempotency::reserve(&state.db, scope, &key, &request_hash).await? {
+    match idempotency::reserve(&state.db, scope, &key, &request_hash, chrono::Utc::now()).await? {
         Reservation::Reserved => match accept().await {
             Ok(response) => {
                 let body = serde_json::to_string(&response)
                     .map_err(|e| ApiError::internal("encoding a response", e))?;
-                if let Err(e) = idempotency::complete(&state.db, scope, &key, 200, &body).await {
-                    tracing::error!(error = %e, "could not store an idempotent response; a repeat will answer 409");
-                }
+                // The request is accepted: its answer must not wait long on the database (the
+                // deadline would turn it into a 503 for work that was queued), so the record
+                // is completed by a task of its own, waited for only briefly.
+                let done = tokio::spawn(complete(state.db.clone(), scope.to_owned(), key, body));
+                let _ = tokio::time::timeout(COMPLETE_WAIT, done).await;
                 Ok((response, false))
             }
             Err(e) => {
@@ -65,4 +69,23 @@ where
             "A request with this Idempotency-Key is still being processed",
         )),
     }
+}
+
+/// Stores an accepted request's answer for its repeats, retrying a failing database for a
+/// while; until it lands, a repeat answers 409 "still being processed".
+async fn complete(db: sea_orm::DatabaseConnection, scope: String, key: String, body: String) {
+    let mut delay = std::time::Duration::from_millis(100);
+    for _ in 0..10 {
+        match idempotency::complete(&db, &scope, &key, 200, &body).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not store an idempotent response yet; retrying")
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+    }
+    tracing::error!(
+        "could not store an idempotent response; a repeat answers 409 until the reservation is abandoned"
+    );
 }

@@ -38,6 +38,18 @@ if #nxt == 0 then return {#due, -1} end
 return {#due, tonumber(nxt[2])}
 ";
 
+/// Appends one envelope per key, all at once, unless the server's clock is past ARGV[1].
+const PUSH: &str = r"
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[1]) then
+  return 0
+end
+for i, key in ipairs(KEYS) do
+  redis.call('XADD', key, '*', 'e', ARGV[i + 1])
+end
+return 1
+";
+
 pub struct RedisQueue {
     client: redis::Client,
     conn: ConnectionManager,
@@ -47,6 +59,7 @@ pub struct RedisQueue {
     readers: tokio::sync::Mutex<HashMap<String, MultiplexedConnection>>,
     last_reclaim: Mutex<HashMap<JobType, Instant>>,
     promote: Script,
+    push: Script,
     replay: Script,
     drain: Script,
 }
@@ -87,6 +100,7 @@ impl RedisQueue {
             readers: Default::default(),
             last_reclaim: Default::default(),
             promote: Script::new(PROMOTE),
+            push: Script::new(PUSH),
             replay: Script::new(dead::REPLAY),
             drain: Script::new(dead::DRAIN),
         };
@@ -237,20 +251,29 @@ impl RedisQueue {
 #[async_trait]
 impl JobQueue for RedisQueue {
     async fn push(&self, jobs: &[Envelope]) -> Result<(), QueueError> {
+        self.push_by(jobs, i64::MAX).await
+    }
+
+    /// One script: all the XADDs or none, and none once the deadline has passed by Redis's
+    /// clock (so a push that waited on a paused Redis is dropped, not applied late).
+    async fn push_by(&self, jobs: &[Envelope], deadline_ms: i64) -> Result<(), QueueError> {
         if jobs.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        let mut call = self.push.prepare_invoke();
+        call.arg(deadline_ms);
         for job in jobs {
-            pipe.xadd(
-                self.keys(job.job_type).stream,
-                "*",
-                &[("e", serde_json::to_string(job)?)],
-            )
-            .ignore();
+            call.key(self.keys(job.job_type).stream)
+                .arg(serde_json::to_string(job)?);
         }
-        pipe.exec_async(&mut self.conn.clone()).await?;
-        Ok(())
+        let applied: i64 = call.invoke_async(&mut self.conn.clone()).await?;
+        if applied == 1 {
+            Ok(())
+        } else {
+            Err(QueueError::Protocol(
+                "the push reached Redis after its deadline and was not applied".into(),
+            ))
+        }
     }
 
     async fn fetch(
@@ -467,6 +490,21 @@ impl JobQueue for RedisQueue {
     async fn drain_dead(&self, t: JobType, selector: &DeadSelector) -> Result<u64, QueueError> {
         let ids = self.dead_ids(t, selector).await?;
         self.run_dead_script(&self.drain, t, &ids).await
+    }
+
+    async fn sweep_dead(&self, before_ms: i64) -> Result<u64, QueueError> {
+        let mut swept = 0;
+        for &t in JobType::ALL {
+            let ids: Vec<String> = self
+                .conn
+                .clone()
+                .zrangebyscore(self.keys(t).dead_idx, "-inf", format!("({before_ms}"))
+                .await?;
+            for chunk in ids.chunks(1000) {
+                swept += self.run_dead_script(&self.drain, t, chunk).await?;
+            }
+        }
+        Ok(swept)
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

@@ -11,6 +11,30 @@ use serde_json::{Value, json};
 
 /// Routes that need no credentials (API.md: health, docs, OpenAPI, metrics).
 const PUBLIC: &[&str] = &["/health", "/health/db"];
+/// The operations a staff session (of the business named) may not use: queueing work,
+/// keys, onboarding, operators' endpoints.
+const STAFF_REFUSED: &[&str] = &[
+    "delete /admin/api-keys/{id}",
+    "get /admin/businesses/{business_id}/api-keys",
+    "get /admin/queues",
+    "get /admin/queues/{job_type}/dead",
+    "get /business/{business_id}/onboarding-status",
+    "get /messages/requests/{request_id}",
+    "post /admin/businesses/{business_id}/api-keys",
+    "post /admin/queues/{job_type}/dead/drain",
+    "post /admin/queues/{job_type}/dead/replay",
+    "post /auth/token",
+    "post /business/onboard",
+    "post /businesses/{business_id}/email/record",
+    "post /businesses/{business_id}/email/send",
+    "post /businesses/{business_id}/email/status",
+    "post /businesses/{business_id}/messages/retry-failed",
+    "post /businesses/{business_id}/sms/record",
+    "post /businesses/{business_id}/sms/send",
+    "post /businesses/{business_id}/sms/status",
+    "post /messages/process",
+    "post /messages/retry-failed",
+];
 /// Routes authenticated by the provider's signature instead: without a valid one, 403.
 const SIGNED: &[&str] = &[
     "/voice-calls/twiml",
@@ -131,6 +155,10 @@ async fn every_route_refuses_bad_credentials(d: Deployment) {
         .await;
     assert_eq!(resp.status(), 200);
 
+    let own_session = session(&app, 1).await;
+    let other_session = session(&app, 2).await;
+    let mut refused_to_staff = vec![];
+
     let spec: Value = app.get("/openapi.json", None).await.json().await.unwrap();
     let mut checked = 0;
     for (path, ops) in spec["paths"].as_object().unwrap() {
@@ -180,10 +208,35 @@ async fn every_route_refuses_bad_credentials(d: Deployment) {
                     "{method} {path} with {label} leaked {body}"
                 );
             }
+            if !signed {
+                // A session of another business: refused wherever a business is named.
+                let (status, body) = call(&app, method, path, Cred::Bearer(&other_session)).await;
+                if path.contains("{business_id}") {
+                    assert_eq!(
+                        status, 403,
+                        "{method} {path} with another business's session: {body}"
+                    );
+                }
+                // This business's session: allowed (whatever the dummy body makes of it) or
+                // refused as a staff session; the refusals must be exactly the key-only routes.
+                let (status, body) = call(&app, method, path, Cred::Cookie(&own_session)).await;
+                assert!(
+                    status != 401 && status < 500,
+                    "{method} {path} with a session: {status} {body}"
+                );
+                if status == 403 {
+                    refused_to_staff.push(format!("{method} {path}"));
+                }
+            }
             checked += 1;
         }
     }
     assert!(checked >= 12, "only {checked} operations checked");
+    refused_to_staff.sort();
+    assert_eq!(
+        refused_to_staff, STAFF_REFUSED,
+        "the routes a staff session may not use"
+    );
 }
 both_deployments!(every_route, every_route_refuses_bad_credentials);
 

@@ -153,7 +153,7 @@ pub struct ClientListResponse {
 }
 
 #[derive(Debug, Object)]
-pub struct PaginatedConversations {
+pub struct PaginatedClientList {
     pub items: Vec<ClientListResponse>,
     #[oai(flatten)]
     pub page: PageInfo,
@@ -246,7 +246,7 @@ impl ConversationsApi {
         q: Query<Option<String>>,
         page: Query<PageNumber>,
         page_size: Query<PageSize>,
-    ) -> Result<Json<PaginatedConversations>, ApiError> {
+    ) -> Result<Json<PaginatedClientList>, ApiError> {
         auth.principal().can_read(business_id.0)?;
         self.state.require_business_exists(business_id.0).await?;
         let me = staff_id.0.or(match auth.principal() {
@@ -305,7 +305,7 @@ impl ConversationsApi {
                 last_activity_at: c.last_activity_at,
             })
             .collect();
-        Ok(Json(PaginatedConversations {
+        Ok(Json(PaginatedClientList {
             items,
             page: page_info(paging, found.total),
         }))

@@ -22,7 +22,7 @@ pub enum MessageInclude {
 /// The messages one send or record request created, in request order. Empty until the
 /// workers have recorded them (normally within milliseconds of the 200).
 #[derive(Debug, Object)]
-pub struct RequestMessages {
+pub struct MessageResponse {
     pub request_id: String,
     pub total: u32,
     pub messages: Vec<MessageItem>,
@@ -38,7 +38,7 @@ impl MessagesApi {
         business_id: Option<i64>,
         request_id: &str,
         include: Option<MessageInclude>,
-    ) -> Result<Json<RequestMessages>, ApiError> {
+    ) -> Result<Json<MessageResponse>, ApiError> {
         if uuid::Uuid::parse_str(request_id).is_err() {
             return Err(ApiError::invalid_at(
                 &["path", "request_id"],
@@ -59,7 +59,7 @@ impl MessagesApi {
                     .map_err(|e| ApiError::internal("stored message unreadable", e))?,
             );
         }
-        Ok(Json(RequestMessages {
+        Ok(Json(MessageResponse {
             request_id: request_id.to_owned(),
             total: messages.len() as u32,
             messages,
@@ -84,7 +84,7 @@ impl MessagesApi {
         business_id: Path<i64>,
         request_id: Path<String>,
         include: Query<Option<MessageInclude>>,
-    ) -> Result<Json<RequestMessages>, ApiError> {
+    ) -> Result<Json<MessageResponse>, ApiError> {
         auth.principal().can_read(business_id.0)?;
         self.state.require_business_exists(business_id.0).await?;
         self.by_request(Some(business_id.0), &request_id.0, include.0)
@@ -104,7 +104,7 @@ impl MessagesApi {
         auth: Auth,
         request_id: Path<String>,
         include: Query<Option<MessageInclude>>,
-    ) -> Result<Json<RequestMessages>, ApiError> {
+    ) -> Result<Json<MessageResponse>, ApiError> {
         auth.principal().can_administer()?;
         self.by_request(None, &request_id.0, include.0).await
     }

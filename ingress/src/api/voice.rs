@@ -206,15 +206,18 @@ impl VoiceApi {
         >,
     ) -> Result<Json<DialerToken>, ApiError> {
         let (business_id, staff_id) = match (auth.principal(), business_id.0, staff_id.0) {
+            // A session gets its own staff member's token, whether it names itself or not.
             (
                 Principal::Staff {
                     business_id,
                     staff_id,
                     ..
                 },
-                None,
-                None,
-            ) => (*business_id, *staff_id),
+                b,
+                s,
+            ) if b.is_none_or(|b| b == *business_id) && s.is_none_or(|s| s == *staff_id) => {
+                (*business_id, *staff_id)
+            }
             (Principal::Staff { .. }, _, _) => {
                 return Err(ApiError::forbidden(
                     "A session gets tokens for its own staff member only",

@@ -14,6 +14,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, AuthUnavailable, Forbidden};
+use crate::guard::{Via, admitted};
 use entities::cache::TtlCache;
 
 /// A credential lookup that failed: logged, and answered 503 (not 401: the credential may
@@ -177,11 +178,20 @@ fn state(req: &Request) -> poem::Result<&Arc<AppState>> {
         .ok_or_else(|| poem::Error::from(AuthUnavailable))
 }
 
+// Each checker takes the principal the guard already admitted the request with (the same
+// credential, looked up once), else looks the credential up itself.
+
 async fn check_api_key(req: &Request, key: ApiKey) -> poem::Result<Principal> {
+    if let Some(p) = admitted(req, Via::ApiKey) {
+        return Ok(p);
+    }
     state(req)?.credentials.api_key(&key.key).await
 }
 
 async fn check_session(req: &Request, token: ApiKey) -> poem::Result<Principal> {
+    if let Some(p) = admitted(req, Via::Cookie) {
+        return Ok(p);
+    }
     state(req)?.credentials.session(&token.key).await
 }
 
@@ -189,6 +199,9 @@ async fn check_bearer(
     req: &Request,
     bearer: poem_openapi::auth::Bearer,
 ) -> poem::Result<Principal> {
+    if let Some(p) = admitted(req, Via::Bearer) {
+        return Ok(p);
+    }
     state(req)?.credentials.session(&bearer.token).await
 }
 

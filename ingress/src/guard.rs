@@ -42,6 +42,30 @@ impl Default for Deadlines {
     }
 }
 
+/// How the guard authenticated a request, kept on it so the operation's security scheme does
+/// not look the same credential up again.
+#[derive(Clone, Debug)]
+pub struct Admitted {
+    pub principal: Principal,
+    pub via: Via,
+}
+
+/// Which credential the guard found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    ApiKey,
+    Cookie,
+    Bearer,
+}
+
+/// The principal the guard admitted `req` with, if it came through `via`.
+pub fn admitted(req: &Request, via: Via) -> Option<Principal> {
+    req.extensions()
+        .get::<Admitted>()
+        .filter(|a| a.via == via)
+        .map(|a| a.principal.clone())
+}
+
 /// Who may reach a path at all, decided from the path alone.
 #[derive(Debug, PartialEq, Eq)]
 enum Gate {
@@ -94,20 +118,22 @@ fn class(method: &Method, path: &str) -> RouteClass {
 
 /// The credential a request carries, looked up in the order the API's security schemes
 /// list them: `X-API-KEY`, the `omega_session` cookie, a bearer token.
-async fn authenticate(state: &AppState, req: &Request) -> Result<Principal, ApiError> {
+async fn authenticate(state: &AppState, req: &Request) -> Result<Admitted, ApiError> {
     let credentials = &state.credentials;
-    let found = if let Some(key) = header_text(req, "x-api-key") {
-        credentials.api_key(key).await
+    let (found, via) = if let Some(key) = header_text(req, "x-api-key") {
+        (credentials.api_key(key).await, Via::ApiKey)
     } else if let Some(token) = session_cookie(req) {
-        credentials.session(token).await
+        (credentials.session(token).await, Via::Cookie)
     } else if let Some(token) =
         header_text(req, header::AUTHORIZATION.as_str()).and_then(|v| v.strip_prefix("Bearer "))
     {
-        credentials.session(token.trim()).await
+        (credentials.session(token.trim()).await, Via::Bearer)
     } else {
         return Err(ApiError::unauthorized());
     };
-    found.map_err(from_extractor_error)
+    found
+        .map(|principal| Admitted { principal, via })
+        .map_err(from_extractor_error)
 }
 
 /// The `omega_session` cookie's value (read from the header: no cookie jar is set up).
@@ -125,16 +151,18 @@ fn header_text<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn admit(state: &AppState, req: &Request) -> Result<(), Response> {
+/// Lets the request on (with how it was authenticated, where it needed to be) or answers it.
+async fn admit(state: &AppState, req: &Request) -> Result<Option<Admitted>, Response> {
     let path = req.uri().path();
     let gate = gate(path);
     // No such route: the router's 404 says so, credentials or not.
     if gate == Gate::Public || !crate::routes::is_known() {
-        return Ok(());
+        return Ok(None);
     }
-    let principal = authenticate(state, req)
+    let admitted = authenticate(state, req)
         .await
         .map_err(IntoResponse::into_response)?;
+    let principal = &admitted.principal;
     match gate {
         Gate::Business(id) => principal.can_read(id),
         Gate::Platform => principal.can_administer(),
@@ -144,8 +172,8 @@ async fn admit(state: &AppState, req: &Request) -> Result<(), Response> {
     let class = class(req.method(), path);
     let rates = &state.settings.rates;
     let (bucket, rate) = match principal {
-        Principal::Platform { key_id } => (format!("platform:{key_id}"), rates.platform),
-        Principal::Business { business_id, .. } | Principal::Staff { business_id, .. } => (
+        &Principal::Platform { key_id } => (format!("platform:{key_id}"), rates.platform),
+        &Principal::Business { business_id, .. } | &Principal::Staff { business_id, .. } => (
             format!("business:{business_id}"),
             match class {
                 RouteClass::Send => rates.business_send,
@@ -154,7 +182,9 @@ async fn admit(state: &AppState, req: &Request) -> Result<(), Response> {
             },
         ),
     };
-    let Some(rate) = rate else { return Ok(()) };
+    let Some(rate) = rate else {
+        return Ok(Some(admitted));
+    };
     if let Err(wait) = state
         .rate_limiter
         .take(&format!("{bucket}:{}", class.as_str()), rate)
@@ -169,7 +199,7 @@ async fn admit(state: &AppState, req: &Request) -> Result<(), Response> {
         set_retry_after(&mut resp, wait);
         return Err(resp);
     }
-    Ok(())
+    Ok(Some(admitted))
 }
 
 /// `Retry-After` in whole seconds, at least 1.
@@ -213,7 +243,10 @@ pub async fn guard<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Respo
     };
     let deadlines = state.settings.deadlines;
     match tokio::time::timeout(deadlines.request, admit(&state, &req)).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(Some(admitted))) => {
+            req.extensions_mut().insert(admitted);
+        }
+        Ok(Ok(None)) => {}
         Ok(Err(refused)) => return Ok(refused),
         Err(_) => return Ok(cut_off(deadlines)),
     }

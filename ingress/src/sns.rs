@@ -144,11 +144,7 @@ impl SnsVerifier {
     }
 
     fn allowed(&self, url: &str) -> bool {
-        is_aws_sns_url(url)
-            || self
-                .trusted_prefix
-                .as_deref()
-                .is_some_and(|p| url.starts_with(p))
+        is_aws_sns_url(url) || self.trusted(url)
     }
 
     async fn key_at(&self, url: &str) -> Result<rsa::RsaPublicKey, SnsError> {

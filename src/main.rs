@@ -39,6 +39,13 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// A business's audit log (client exports and erasures), newest first, as JSON lines.
+    Audit {
+        #[arg(long)]
+        business: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
     /// Webhook deliveries (for operators).
     Webhooks {
         #[command(subcommand)]
@@ -159,6 +166,15 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             eprintln!("{total} orphan deliveries in all");
+            return Ok(());
+        }
+        Command::Audit { business, limit } => {
+            anyhow::ensure!((1..=10_000).contains(&limit), "--limit is 1 to 10000");
+            let migrate = config.is_sqlite();
+            let db = omega::prepare(&mut config, migrate).await?;
+            for e in entities::audit::of_business(&db, business, limit).await? {
+                println!("{}", serde_json::to_string(&e)?);
+            }
             return Ok(());
         }
         Command::Jobs { command } => {

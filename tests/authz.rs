@@ -15,10 +15,12 @@ const PUBLIC: &[&str] = &["/health", "/health/db"];
 /// keys, onboarding, operators' endpoints.
 const STAFF_REFUSED: &[&str] = &[
     "delete /admin/api-keys/{id}",
+    "delete /businesses/{business_id}/clients/{client_id}",
     "get /admin/businesses/{business_id}/api-keys",
     "get /admin/queues",
     "get /admin/queues/{job_type}/dead",
     "get /business/{business_id}/onboarding-status",
+    "get /businesses/{business_id}/clients/{client_id}/export",
     "get /messages/requests/{request_id}",
     "post /admin/businesses/{business_id}/api-keys",
     "post /admin/queues/{job_type}/dead/drain",

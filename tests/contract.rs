@@ -146,3 +146,75 @@ async fn provider_requests_match_the_providers_api_descriptions() {
         }
     }
 }
+
+/// Fields that may be absent and are never sent as null: omitted when empty (poem-openapi's
+/// `skip_serializing_if_is_none`), or request fields with a default.
+const OMITTED_WHEN_EMPTY: &[&str] = &[
+    "ClientExport.client",
+    "EmailAttachment.content",
+    "EmailAttachment.content_type",
+    "EmailAttachment.filename",
+    "EmailAttachment.url",
+    "HealthService.detail",
+    "MessageItem.events",
+    "PaginatedMessages.conversation",
+    "RecordEmailRequest.sender_type",
+    "RecordSmsRequest.sender_type",
+    "SendEmailRequest.sender_type",
+    "SendSmsRequest.sender_type",
+];
+
+/// Issue 14: omega's own OpenAPI document is valid OpenAPI (checked by swagger-parser, not by
+/// the library that wrote it), and every optional field is either declared nullable or
+/// omitted when empty, so a client generated from it accepts every answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_openapi_document_validates() {
+    let app = TestApp::spawn(Deployment::Embedded).await;
+    let text = app.get("/openapi.json", None).await.text().await.unwrap();
+    let file = app.sandbox.dir().join("openapi.json");
+    std::fs::write(&file, &text).unwrap();
+    let parser = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/contract/node_modules/@apidevtools/swagger-parser");
+    assert!(
+        parser.exists(),
+        "swagger-parser is not installed: run `npm ci` in tests/contract (scripts/test does)"
+    );
+    let out = tokio::process::Command::new("node")
+        .arg("-e")
+        .arg(
+            "require(process.argv[1]).validate(process.argv[2])\
+             .then(() => process.exit(0), e => { console.error(e.message); process.exit(1); })",
+        )
+        .arg(&parser)
+        .arg(&file)
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "the OpenAPI document is not valid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let spec: Value = serde_json::from_str(&text).unwrap();
+    let mut neither = vec![];
+    for (name, schema) in spec["components"]["schemas"].as_object().unwrap() {
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let Some(properties) = schema["properties"].as_object() else {
+            continue;
+        };
+        for (field, p) in properties {
+            if !required.contains(&field.as_str()) && p["nullable"] != true {
+                neither.push(format!("{name}.{field}"));
+            }
+        }
+    }
+    neither.sort();
+    assert_eq!(
+        neither, OMITTED_WHEN_EMPTY,
+        "optional fields neither nullable nor known to be omitted when empty"
+    );
+}

@@ -5,45 +5,16 @@ mod common;
 use std::time::Duration;
 
 use common::{Deployment, PLATFORM_KEY, Sandbox, TestApp, wait_for};
-use jobs::{Envelope, JobType};
+use jobs::JobType;
 use serde_json::{Value, json};
 
 /// Buries one undecodable record_sms job of business 1 through the real worker.
 async fn one_dead_job(app: &TestApp) -> String {
-    let env = Envelope {
-        id: uuid::Uuid::new_v4().to_string(),
-        job_type: JobType::RecordSms,
-        request_id: None,
-        trace_id: None,
-        business_id: Some(1),
-        attempt: 0,
-        enqueued_at: chrono::Utc::now().timestamp_millis(),
-        last_error: None,
-        first_failed_at: None,
-        payload: serde_json::value::to_raw_value(
-            &json!({"type": "record_sms", "data": {"business_id": 1, "items": "broken"}}),
-        )
-        .unwrap(),
-    };
-    app.queue.push(std::slice::from_ref(&env)).await.unwrap();
-    wait_for("the job to die", Duration::from_secs(20), || async {
-        let v: Value = app
-            .get("/admin/queues", Some(PLATFORM_KEY))
-            .await
-            .json()
-            .await
-            .unwrap();
-        let q = v["queues"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|q| q["job_type"] == "record_sms")
-            .unwrap()
-            .clone();
-        (q["dead"] == 1 && q["pending"] == 0 && q["running"] == 0).then_some(())
-    })
-    .await;
-    env.id
+    common::dead_job(
+        app,
+        json!({"type": "record_sms", "data": {"business_id": 1, "items": "broken"}}),
+    )
+    .await
 }
 
 async fn admin_queue_endpoints(d: Deployment) {
@@ -537,12 +508,15 @@ async fn expired_records_are_swept(d: Deployment) {
     .await;
     assert_eq!(app.count("SELECT COUNT(*) FROM webhook_receipts").await, 1);
 
-    // One sweep with the default retention, as of now.
+    // One sweep with the default retention, as of two days on. Every record is dated so that
+    // the app's own sweep (every second, as of now) leaves it alone.
+    let now = Utc::now();
+    let then = now + Days::days(2);
     let dead = one_dead_job(&app).await;
-    entities::idempotency::reserve(&app.db, "s", "old", "h", Utc::now() - Days::days(2))
+    entities::idempotency::reserve(&app.db, "s", "old", "h", now)
         .await
         .unwrap();
-    entities::idempotency::reserve(&app.db, "s", "new", "h", Utc::now())
+    entities::idempotency::reserve(&app.db, "s", "new", "h", then)
         .await
         .unwrap();
     entities::onboard::start_run(&app.db, "old-run", 1)
@@ -551,7 +525,7 @@ async fn expired_records_are_swept(d: Deployment) {
     entities::onboard::set_run_status(&app.db, "old-run", entities::onboard::COMPLETED, None)
         .await
         .unwrap();
-    let long_ago = Utc::now() - Days::days(40);
+    let long_ago = now - Days::days(29);
     entities::onboarding_run::Entity::update_many()
         .col_expr(
             entities::onboarding_run::Column::CreatedAt,
@@ -566,7 +540,7 @@ async fn expired_records_are_swept(d: Deployment) {
         .await
         .unwrap();
     let retention = Retention::default();
-    let report = workers::sweep::sweep_once(&app.db, app.queue.as_ref(), &retention, Utc::now())
+    let report = workers::sweep::sweep_once(&app.db, app.queue.as_ref(), &retention, then)
         .await
         .unwrap();
     assert_eq!(report.data.idempotency_records, 1);
@@ -574,7 +548,7 @@ async fn expired_records_are_swept(d: Deployment) {
         report.data.onboarding_runs, 1,
         "the old run; the latest is kept"
     );
-    assert_eq!(report.dead_jobs, 0, "the dead job is new");
+    assert_eq!(report.dead_jobs, 0, "the dead job is two days old");
     assert_eq!(app.count("SELECT COUNT(*) FROM onboarding_runs").await, 1);
     assert_eq!(
         app.get("/business/1/onboarding-status", Some(PLATFORM_KEY))
@@ -583,7 +557,7 @@ async fn expired_records_are_swept(d: Deployment) {
         200
     );
     // A month on, the dead job goes too.
-    let later = Utc::now() + retention.dead_jobs + Days::hours(1);
+    let later = now + retention.dead_jobs + Days::hours(1);
     let report = workers::sweep::sweep_once(&app.db, app.queue.as_ref(), &retention, later)
         .await
         .unwrap();

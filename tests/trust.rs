@@ -425,16 +425,7 @@ async fn consent_follows_the_address(d: Deployment) {
         ("Body", "stop"),
     ];
     let path = "/twilio/sms/incoming";
-    let signature = common::twilio_sign(TOKEN, &format!("http://127.0.0.1:8080{path}"), &params);
-    let resp = app
-        .http
-        .post(app.url(path))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .header("X-Twilio-Signature", signature)
-        .body(serde_urlencoded::to_string(params).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let resp = common::post_as_twilio(&app, TOKEN, path, &params).await;
     assert_eq!(resp.status(), 200);
     wait_for(
         "the STOP to be recorded",

@@ -12,11 +12,14 @@ pub struct TwilioCredentials {
     pub auth_token: String,
     /// `SK…`, for Voice access tokens.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub api_key_sid: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub api_key_secret: Option<String>,
     /// `AP…`, the TwiML app browser calls use.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub twiml_app_sid: Option<String>,
 }
 
@@ -38,9 +41,11 @@ pub struct EmailCredentials {
     pub from_email: String,
     /// The provider's API key (not for `smtp`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub api_key: Option<String>,
     /// For `smtp`: `smtp://user:pass@host:587`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub smtp_url: Option<String>,
 }
 
@@ -58,8 +63,10 @@ impl std::fmt::Debug for EmailCredentials {
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct ProviderCredentials {
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub twilio: Option<TwilioCredentials>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub email: Option<EmailCredentials>,
 }
 

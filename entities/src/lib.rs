@@ -1,5 +1,6 @@
 //! omega's data layer: sea-orm entities and the queries and commands that the ingress,
 //! the workers and the CLI share. Every function takes a connection or transaction.
+pub mod audit;
 pub mod cache;
 pub mod calls;
 pub mod clients;
@@ -18,6 +19,7 @@ pub mod messages;
 pub mod model;
 pub mod onboard;
 pub mod outbound;
+pub mod privacy;
 pub mod query;
 pub mod receipts;
 pub mod record;

@@ -58,6 +58,7 @@ pub struct RowError {
     pub section: String,
     /// Position in the request's list.
     pub index: u32,
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub id: Option<i64>,
     pub reason: String,
 }
@@ -67,8 +68,11 @@ pub struct RowError {
 pub struct OnboardLocation {
     pub id: i64,
     pub name: String,
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub phone_number: Option<String>,
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub email: Option<String>,
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub timezone: Option<String>,
 }
 
@@ -78,7 +82,9 @@ pub struct OnboardStaff {
     pub id: i64,
     pub first_name: String,
     pub last_name: String,
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub email: Option<String>,
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub phone: Option<String>,
     #[serde(default)]
     pub location_ids: Vec<i64>,
@@ -88,12 +94,17 @@ pub struct OnboardStaff {
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct OnboardClient {
     pub id: i64,
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub first_name: Option<String>,
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub last_name: Option<String>,
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub email: Option<String>,
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub phone: Option<String>,
     #[serde(default = "default_client_type")]
     pub client_type: ClientType,
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub location_id: Option<i64>,
     #[serde(default)]
     pub sms_opt_in: bool,

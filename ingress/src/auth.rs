@@ -97,6 +97,21 @@ impl Principal {
         }
     }
 
+    /// May read out or erase a client's personal data (access and erasure requests): API
+    /// keys only, as for queueing work; staff sessions may not.
+    pub fn can_handle_client_data(&self, business_id: i64) -> Result<(), ApiError> {
+        self.can_write(business_id)
+    }
+
+    /// How the audit log names this caller.
+    pub fn audit_name(&self) -> String {
+        match self {
+            Principal::Platform { key_id } => format!("platform_key:{key_id}"),
+            Principal::Business { key_id, .. } => format!("business_key:{key_id}"),
+            Principal::Staff { session_id, .. } => format!("staff_session:{session_id}"),
+        }
+    }
+
     /// The staff member a command is done as. With a staff session, the session's own: a body
     /// that names another (`claimed`) is refused, so no one acts as a colleague. With an API
     /// key, the body's id stands (the platform acts for its staff).

@@ -178,11 +178,11 @@ impl From<jobs::QueueError> for ApiError {
     }
 }
 
-impl From<jobs::ops::RetryError> for ApiError {
-    fn from(e: jobs::ops::RetryError) -> Self {
+impl From<jobs::ops::OpsError> for ApiError {
+    fn from(e: jobs::ops::OpsError) -> Self {
         match e {
-            jobs::ops::RetryError::Data(e) => e.into(),
-            jobs::ops::RetryError::Queue(e) => e.into(),
+            jobs::ops::OpsError::Data(e) => e.into(),
+            jobs::ops::OpsError::Queue(e) => e.into(),
         }
     }
 }

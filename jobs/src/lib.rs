@@ -7,6 +7,7 @@
 //! [`worker::QueueSource`] makes either one an apalis backend; [`worker::SettleLayer`] acks,
 //! retries (exponential backoff with jitter) or buries each job after its handler returns.
 mod envelope;
+pub mod erasure;
 mod error;
 mod job;
 pub mod ops;

@@ -72,8 +72,9 @@ pub struct RetryOutcome {
     pub skipped_permanent: usize,
 }
 
+/// An operator action failed, in the database or in the queue.
 #[derive(Debug, thiserror::Error)]
-pub enum RetryError {
+pub enum OpsError {
     #[error(transparent)]
     Data(#[from] entities::Error),
     #[error(transparent)]
@@ -89,7 +90,7 @@ pub async fn retry_failed(
     selection: &entities::outbound::RetrySelection,
     dry_run: bool,
     trace_id: Option<&str>,
-) -> Result<RetryOutcome, RetryError> {
+) -> Result<RetryOutcome, OpsError> {
     use entities::outbound;
     let failed = outbound::failed_messages(db, selection).await?;
     let (permanent, retryable): (Vec<_>, Vec<_>) = failed

@@ -13,6 +13,7 @@ mod m0009_message_fillfactor;
 mod m0010_one_number_one_business;
 mod m0011_business_email_domains;
 mod m0012_address_consents;
+mod m0013_audit_log;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0010_one_number_one_business::Migration),
             Box::new(m0011_business_email_domains::Migration),
             Box::new(m0012_address_consents::Migration),
+            Box::new(m0013_audit_log::Migration),
         ]
     }
 }

@@ -92,6 +92,11 @@ impl Sandbox {
         }
     }
 
+    /// The test's own directory (removed with the sandbox).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn config(&self) -> Config {
         Config::from_lookup(|k| self.env.get(k).cloned()).expect("test config")
     }
@@ -363,6 +368,38 @@ pub fn onboard_body(business_id: i64, name: &str) -> Value {
     })
 }
 
+/// Pushes a `record_sms` job with this payload, which workers cannot read, and waits for it
+/// to die; its id.
+pub async fn dead_job(app: &TestApp, payload: Value) -> String {
+    let env = jobs::Envelope {
+        id: uuid::Uuid::new_v4().to_string(),
+        job_type: jobs::JobType::RecordSms,
+        request_id: None,
+        trace_id: None,
+        business_id: payload["data"]["business_id"].as_i64(),
+        attempt: 0,
+        enqueued_at: chrono::Utc::now().timestamp_millis(),
+        last_error: None,
+        first_failed_at: None,
+        payload: serde_json::value::to_raw_value(&payload).unwrap(),
+    };
+    app.queue.push(std::slice::from_ref(&env)).await.unwrap();
+    let only = jobs::DeadSelector {
+        ids: Some(vec![env.id.clone()]),
+        ..Default::default()
+    };
+    wait_for("the job to die", Duration::from_secs(20), || async {
+        let dead = app
+            .queue
+            .list_dead(jobs::JobType::RecordSms, &only, 0, 1)
+            .await
+            .unwrap();
+        (dead.total == 1).then_some(())
+    })
+    .await;
+    env.id
+}
+
 /// Polls `check` until it yields a value or the deadline passes (then the test fails).
 pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
@@ -395,6 +432,25 @@ macro_rules! both_deployments {
             }
         }
     };
+}
+
+/// Posts a form to a Twilio webhook as Twilio would, signed with `token` for omega's default
+/// public URL (`http://127.0.0.1:8080`).
+pub async fn post_as_twilio(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    params: &[(&str, &str)],
+) -> reqwest::Response {
+    let signature = twilio_sign(token, &format!("http://127.0.0.1:8080{path}"), params);
+    app.http
+        .post(app.url(path))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", signature)
+        .body(serde_urlencoded::to_string(params).unwrap())
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Twilio's request signature, computed here independently of omega's code:

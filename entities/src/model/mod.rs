@@ -1,6 +1,7 @@
 //! sea-orm entities: one module per table.
 pub mod address_consent;
 pub mod api_key;
+pub mod audit_entry;
 pub mod business;
 pub mod client;
 pub mod conversation;

@@ -41,7 +41,9 @@ pub struct DeadJobItem {
     pub job_type: String,
     /// What the job was about (no personal data).
     pub summary: String,
+    #[oai(nullable)]
     pub request_id: Option<String>,
+    #[oai(nullable)]
     pub business_id: Option<i64>,
     pub attempts: u32,
     pub last_error: String,
@@ -62,11 +64,14 @@ pub struct PaginatedDeadJobs {
 #[derive(Debug, Object, Deserialize)]
 pub struct DeadJobSelection {
     #[serde(default)]
+    #[oai(nullable)]
     pub ids: Option<Vec<String>>,
     #[serde(default)]
+    #[oai(nullable)]
     pub business_id: Option<i64>,
     /// Case-insensitive text the last error must contain.
     #[serde(default)]
+    #[oai(nullable)]
     pub error_contains: Option<String>,
     #[serde(default)]
     pub dry_run: bool,

@@ -44,9 +44,11 @@ pub struct BusinessOnboardRequest {
     /// Email domains the business owns: it may send from any address on them (besides its
     /// locations' addresses and its own email account's). Omitted: unchanged.
     #[serde(default)]
+    #[oai(nullable)]
     pub email_domains: Option<Vec<String>>,
     /// The business's own provider accounts. Stored encrypted; never returned or logged.
     #[serde(default)]
+    #[oai(nullable)]
     pub providers: Option<ProviderCredentials>,
 }
 
@@ -305,6 +307,7 @@ pub struct OnboardingStatus {
     pub request_id: String,
     pub status: OnboardingState,
     pub counts: OnboardingCounts,
+    #[oai(nullable)]
     pub error: Option<String>,
     /// Rows that were not imported, with why; the others were.
     pub errors: Vec<RowError>,

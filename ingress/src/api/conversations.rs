@@ -24,6 +24,7 @@ use crate::validate::{Checker, ValidJson, Validate};
 pub struct ConversationCreateRequest {
     pub client_id: i64,
     #[serde(default)]
+    #[oai(nullable)]
     pub location_id: Option<i64>,
 }
 
@@ -41,11 +42,14 @@ impl Validate for ConversationCreateRequest {
 pub struct ConversationResponse {
     pub id: i64,
     pub client_id: i64,
+    #[oai(nullable)]
     pub location_id: Option<i64>,
     pub status: ClientConversationStatus,
+    #[oai(nullable)]
     pub assigned_staff_id: Option<i64>,
     pub unread_count: i32,
     pub last_activity_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub snoozed_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     /// Assignments and status changes, oldest first: who, when, from what to what.
@@ -58,15 +62,18 @@ pub struct ConversationEventItem {
     /// `assigned` or `status`.
     pub kind: String,
     /// The staff member who made the change, when known.
+    #[oai(nullable)]
     pub staff_id: Option<i64>,
     /// The previous staff id or status (none when unassigned).
+    #[oai(nullable)]
     pub from: Option<String>,
+    #[oai(nullable)]
     pub to: Option<String>,
     pub at: DateTime<Utc>,
 }
 
 impl ConversationResponse {
-    fn new(
+    pub(crate) fn new(
         c: entities::conversation::Model,
         events: Vec<entities::conversation_event::Model>,
     ) -> Result<Self, ApiError> {
@@ -121,9 +128,13 @@ pub struct PaginatedMessages {
 #[derive(Debug, Object)]
 pub struct ConversationClient {
     pub id: i64,
+    #[oai(nullable)]
     pub first_name: Option<String>,
+    #[oai(nullable)]
     pub last_name: Option<String>,
+    #[oai(nullable)]
     pub phone: Option<String>,
+    #[oai(nullable)]
     pub email: Option<String>,
     pub client_type: String,
 }
@@ -143,10 +154,14 @@ pub struct LastMessage {
 #[derive(Debug, Object)]
 pub struct ClientListResponse {
     pub id: i64,
+    #[oai(nullable)]
     pub client: Option<ConversationClient>,
+    #[oai(nullable)]
     pub location_id: Option<i64>,
     pub status: String,
+    #[oai(nullable)]
     pub assigned_staff_id: Option<i64>,
+    #[oai(nullable)]
     pub last_message: Option<LastMessage>,
     pub unread_count: i32,
     pub last_activity_at: DateTime<Utc>,

@@ -20,8 +20,11 @@ use crate::state::AppState;
 pub struct LocationResponse {
     pub id: i64,
     pub name: String,
+    #[oai(nullable)]
     pub phone_number: Option<String>,
+    #[oai(nullable)]
     pub email: Option<String>,
+    #[oai(nullable)]
     pub timezone: Option<String>,
 }
 
@@ -42,7 +45,9 @@ pub struct StaffResponse {
     pub id: i64,
     pub first_name: String,
     pub last_name: String,
+    #[oai(nullable)]
     pub email: Option<String>,
+    #[oai(nullable)]
     pub phone: Option<String>,
 }
 
@@ -78,7 +83,9 @@ pub struct StaffDetailsResponse {
 #[derive(Debug, Object)]
 pub struct ChannelConsent {
     pub opted_in: bool,
+    #[oai(nullable)]
     pub opted_out_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub opt_out_reason: Option<String>,
 }
 
@@ -91,11 +98,16 @@ pub struct ClientConsent {
 #[derive(Debug, Object)]
 pub struct BusinessClientDetails {
     pub id: i64,
+    #[oai(nullable)]
     pub first_name: Option<String>,
+    #[oai(nullable)]
     pub last_name: Option<String>,
+    #[oai(nullable)]
     pub email: Option<String>,
+    #[oai(nullable)]
     pub phone: Option<String>,
     pub client_type: ClientType,
+    #[oai(nullable)]
     pub location_id: Option<i64>,
     pub consent: ClientConsent,
 }
@@ -138,8 +150,10 @@ pub struct PaginatedBusinessClientDetails {
 #[derive(Debug, Object)]
 pub struct ClientConversationSummary {
     pub id: i64,
+    #[oai(nullable)]
     pub location_id: Option<i64>,
     pub status: ClientConversationStatus,
+    #[oai(nullable)]
     pub assigned_staff_id: Option<i64>,
     pub unread_count: i32,
     pub last_activity_at: DateTime<Utc>,
@@ -172,6 +186,7 @@ pub struct ClientDetailsResponse {
     pub profile: BusinessClientDetails,
     pub conversations: Vec<ClientConversationSummary>,
     pub message_counts: Vec<ChannelMessageCount>,
+    #[oai(nullable)]
     pub last_contact_at: Option<DateTime<Utc>>,
     /// Consent kept for the client's phone number and email address themselves: an opt-out
     /// there holds for every client with that address, and is checked before every send.
@@ -186,7 +201,20 @@ pub struct AddressConsent {
     pub opted_in: bool,
     /// When the current state began.
     pub changed_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub reason: Option<String>,
+}
+
+impl From<entities::address_consent::Model> for AddressConsent {
+    fn from(a: entities::address_consent::Model) -> Self {
+        AddressConsent {
+            channel: a.channel,
+            address: a.address,
+            opted_in: !a.opted_out,
+            changed_at: a.changed_at,
+            reason: a.reason,
+        }
+    }
 }
 
 pub struct DirectoryApi {
@@ -359,13 +387,7 @@ impl DirectoryApi {
             address_consent: d
                 .address_consents
                 .into_iter()
-                .map(|a| AddressConsent {
-                    channel: a.channel,
-                    address: a.address,
-                    opted_in: !a.opted_out,
-                    changed_at: a.changed_at,
-                    reason: a.reason,
-                })
+                .map(AddressConsent::from)
                 .collect(),
         }))
     }

@@ -44,8 +44,10 @@ pub enum NoteCreated {
 /// member (another id is 403).
 #[derive(Debug, Object, Deserialize)]
 pub struct AssignRequest {
+    #[oai(nullable)]
     pub staff_id: Option<i64>,
     #[serde(default)]
+    #[oai(nullable)]
     pub assigned_by: Option<i64>,
 }
 
@@ -58,8 +60,10 @@ pub struct ConversationStatusRequest {
     pub status: ClientConversationStatus,
     /// For `snoozed`: until when.
     #[serde(default)]
+    #[oai(nullable)]
     pub snoozed_until: Option<DateTime<Utc>>,
     #[serde(default)]
+    #[oai(nullable)]
     pub staff_id: Option<i64>,
 }
 
@@ -77,16 +81,22 @@ impl Validate for ConversationStatusRequest {
 pub struct MessageStatusUpdateFilters {
     pub is_read: bool,
     #[serde(default)]
+    #[oai(nullable)]
     pub staff_id: Option<i64>,
     #[serde(default)]
+    #[oai(nullable)]
     pub conversation_id: Option<i64>,
     #[serde(default)]
+    #[oai(nullable)]
     pub client_id: Option<i64>,
     #[serde(default)]
+    #[oai(nullable)]
     pub message_ids: Option<Vec<i64>>,
     #[serde(default)]
+    #[oai(nullable)]
     pub channel: Option<Channel>,
     #[serde(default)]
+    #[oai(nullable)]
     pub before: Option<DateTime<Utc>>,
 }
 

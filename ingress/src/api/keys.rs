@@ -44,7 +44,9 @@ pub struct ApiKeyItem {
     pub prefix: String,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub last_used_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub revoked_at: Option<DateTime<Utc>>,
 }
 

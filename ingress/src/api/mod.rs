@@ -13,6 +13,7 @@ pub mod keys;
 mod message_fields;
 pub mod messages;
 mod paging;
+pub mod privacy;
 pub mod process;
 pub mod records;
 pub mod retry;
@@ -84,6 +85,7 @@ pub type Apis = (
         email_hooks::EmailHooksApi,
         process::ProcessApi,
         search::SearchApi,
+        privacy::PrivacyApi,
     ),
 );
 
@@ -145,7 +147,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
                 process::ProcessApi {
                     state: state.clone(),
                 },
-                search::SearchApi { state },
+                search::SearchApi {
+                    state: state.clone(),
+                },
+                privacy::PrivacyApi { state },
             ),
         ),
         "omega",

@@ -32,23 +32,30 @@ pub struct RipplesMessageRequest {
     pub channel: Channel,
     pub direction: Direction,
     #[serde(default)]
+    #[oai(nullable)]
     pub client_id: Option<i64>,
     #[serde(default)]
+    #[oai(nullable)]
     pub location_id: Option<i64>,
     pub from: String,
     pub to: String,
     #[serde(default)]
+    #[oai(nullable)]
     pub subject: Option<String>,
     pub body: String,
     pub provider: Provider,
     #[serde(default)]
+    #[oai(nullable)]
     pub provider_message_id: Option<String>,
     pub sender_type: UserType,
     #[serde(default)]
+    #[oai(nullable)]
     pub status: Option<MessageStatus>,
     #[serde(default)]
+    #[oai(nullable)]
     pub sent_at: Option<DateTime<Utc>>,
     #[serde(default)]
+    #[oai(nullable)]
     pub metadata: Option<serde_json::Value>,
 }
 

@@ -31,27 +31,35 @@ use crate::validate::{Checker, ValidJson, Validate};
 pub struct RecordSmsRequest {
     pub category: MessageCategory,
     #[serde(default)]
+    #[oai(nullable)]
     pub notification_type: Option<NotificationType>,
     #[serde(default)]
+    #[oai(nullable)]
     pub staff_id: Option<i64>,
     #[serde(default)]
+    #[oai(nullable)]
     pub provider: Option<Provider>,
     #[serde(default)]
+    #[oai(nullable)]
     pub sent_by: Option<i64>,
     /// Defaults to `staff`.
     #[serde(default = "default_sender")]
     #[oai(default = "default_sender")]
     pub sender_type: UserType,
     #[serde(default)]
+    #[oai(nullable)]
     pub sent_at: Option<DateTime<Utc>>,
     /// `outbound` (default) or `inbound`.
     #[serde(default)]
+    #[oai(nullable)]
     pub direction: Option<Direction>,
     /// The location whose conversation the messages belong to; else the client's own.
     #[serde(default)]
+    #[oai(nullable)]
     pub location_id: Option<i64>,
     /// E.164; the default sender for items that name none.
     #[serde(default)]
+    #[oai(nullable)]
     pub from_number: Option<String>,
     /// 1 to 1000 messages.
     pub messages: Vec<RecordMessageItem>,
@@ -62,21 +70,26 @@ pub struct RecordMessageItem {
     /// The caller's own id; a message with an id already recorded for this business and
     /// channel is recorded once.
     #[serde(default)]
+    #[oai(nullable)]
     pub message_id: Option<i64>,
     pub client_id: i64,
     #[serde(default)]
+    #[oai(nullable)]
     pub wl_user_id: Option<i64>,
     /// E.164.
     pub to_number: String,
     /// E.164; required for inbound messages (it is the client's number).
     #[serde(default)]
+    #[oai(nullable)]
     pub from_number: Option<String>,
     /// 1 to 1600 characters.
     pub message: String,
     pub status: MessageStatus,
     #[serde(default)]
+    #[oai(nullable)]
     pub provider_message_id: Option<String>,
     #[serde(default)]
+    #[oai(nullable)]
     pub provider_metadata: Option<serde_json::Value>,
 }
 
@@ -123,26 +136,34 @@ impl Validate for RecordSmsRequest {
 pub struct RecordEmailRequest {
     pub category: MessageCategory,
     #[serde(default)]
+    #[oai(nullable)]
     pub notification_type: Option<NotificationType>,
     #[serde(default)]
+    #[oai(nullable)]
     pub staff_id: Option<i64>,
     #[serde(default)]
+    #[oai(nullable)]
     pub provider: Option<Provider>,
     #[serde(default)]
+    #[oai(nullable)]
     pub sent_by: Option<i64>,
     /// Defaults to `staff`.
     #[serde(default = "default_sender")]
     #[oai(default = "default_sender")]
     pub sender_type: UserType,
     #[serde(default)]
+    #[oai(nullable)]
     pub sent_at: Option<DateTime<Utc>>,
     /// The sender; for inbound mail, the client's address (then required).
     #[serde(default)]
+    #[oai(nullable)]
     pub from_email: Option<String>,
     /// `outbound` (default) or `inbound`.
     #[serde(default)]
+    #[oai(nullable)]
     pub direction: Option<Direction>,
     #[serde(default)]
+    #[oai(nullable)]
     pub location_id: Option<i64>,
     /// 1 to 1000 messages.
     pub messages: Vec<RecordEmailItem>,
@@ -151,25 +172,33 @@ pub struct RecordEmailRequest {
 #[derive(Debug, Object, Deserialize)]
 pub struct RecordEmailItem {
     #[serde(default)]
+    #[oai(nullable)]
     pub message_id: Option<i64>,
     pub client_id: i64,
     #[serde(default)]
+    #[oai(nullable)]
     pub wl_user_id: Option<i64>,
     pub to_email: String,
     #[serde(default)]
+    #[oai(nullable)]
     pub subject: Option<String>,
     /// The body, 1 to 1,000,000 characters.
     pub message: String,
     #[serde(default)]
+    #[oai(nullable)]
     pub cc_email: Option<Vec<String>>,
     #[serde(default)]
+    #[oai(nullable)]
     pub bcc_email: Option<Vec<String>>,
     #[serde(default)]
+    #[oai(nullable)]
     pub attachments: Option<Vec<EmailAttachment>>,
     pub status: MessageStatus,
     #[serde(default)]
+    #[oai(nullable)]
     pub provider_message_id: Option<String>,
     #[serde(default)]
+    #[oai(nullable)]
     pub provider_metadata: Option<serde_json::Value>,
 }
 

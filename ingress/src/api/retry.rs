@@ -27,20 +27,26 @@ const MAX_LIMIT: u64 = 10_000;
 #[derive(Debug, Object, Deserialize)]
 pub struct RetryFailedRequest {
     #[serde(default)]
+    #[oai(nullable)]
     pub message_ids: Option<Vec<i64>>,
     #[serde(default)]
+    #[oai(nullable)]
     pub channel: Option<Channel>,
     #[serde(default)]
+    #[oai(nullable)]
     pub since: Option<DateTime<Utc>>,
     #[serde(default)]
+    #[oai(nullable)]
     pub until: Option<DateTime<Utc>>,
     #[serde(default)]
+    #[oai(nullable)]
     pub limit: Option<u64>,
     /// Count and list, change nothing.
     #[serde(default)]
     pub dry_run: bool,
     /// Only with the platform endpoint: one business.
     #[serde(default)]
+    #[oai(nullable)]
     pub business_id: Option<i64>,
 }
 

@@ -39,7 +39,9 @@ impl QueuedResponse {
 #[derive(Clone, Debug, Object)]
 pub struct MessageEvent {
     pub status: MessageStatus,
+    #[oai(nullable)]
     pub error_code: Option<String>,
+    #[oai(nullable)]
     pub error_message: Option<String>,
     /// Who reported it: record, api, provider, worker.
     pub source: String,
@@ -52,32 +54,48 @@ pub struct MessageItem {
     pub id: i64,
     pub conversation_id: i64,
     pub client_id: i64,
+    #[oai(nullable)]
     pub location_id: Option<i64>,
     pub channel: Channel,
     pub direction: Direction,
+    #[oai(nullable)]
     pub category: Option<MessageCategory>,
+    #[oai(nullable)]
     pub notification_type: Option<NotificationType>,
     pub sender_type: UserType,
+    #[oai(nullable)]
     pub sent_by: Option<i64>,
+    #[oai(nullable)]
     pub staff_id: Option<i64>,
+    #[oai(nullable)]
     pub provider: Option<Provider>,
+    #[oai(nullable)]
     pub provider_message_id: Option<String>,
     /// The caller's own id for the message.
+    #[oai(nullable)]
     pub message_id: Option<i64>,
+    #[oai(nullable)]
     pub request_id: Option<String>,
+    #[oai(nullable)]
     pub subject: Option<String>,
     pub body: String,
+    #[oai(nullable)]
     pub from: Option<String>,
+    #[oai(nullable)]
     pub to: Option<String>,
     pub cc: Vec<String>,
     pub bcc: Vec<String>,
     pub attachments: serde_json::Value,
     pub status: MessageStatus,
+    #[oai(nullable)]
     pub error_code: Option<String>,
+    #[oai(nullable)]
     pub error_message: Option<String>,
     pub is_read: bool,
     pub metadata: serde_json::Value,
+    #[oai(nullable)]
     pub sent_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub delivered_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     /// The status history, oldest first; only with `?include=events`.

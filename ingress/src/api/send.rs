@@ -32,12 +32,16 @@ use crate::validate::{Checker, ValidJson, Validate};
 pub struct SendSmsRequest {
     pub category: MessageCategory,
     #[serde(default)]
+    #[oai(nullable)]
     pub notification_type: Option<NotificationType>,
     #[serde(default)]
+    #[oai(nullable)]
     pub staff_id: Option<i64>,
     #[serde(default)]
+    #[oai(nullable)]
     pub provider: Option<Provider>,
     #[serde(default)]
+    #[oai(nullable)]
     pub sent_by: Option<i64>,
     #[serde(default = "default_sender")]
     #[oai(default = "default_sender")]
@@ -48,6 +52,7 @@ pub struct SendSmsRequest {
     /// numbers (or, through its own Twilio account, a number no other business holds): 422
     /// otherwise.
     #[serde(default)]
+    #[oai(nullable)]
     pub from_number: Option<String>,
     /// 1 to 1000 messages.
     pub messages: Vec<SendSmsItem>,
@@ -56,15 +61,18 @@ pub struct SendSmsRequest {
 #[derive(Debug, Object, Deserialize)]
 pub struct SendSmsItem {
     #[serde(default)]
+    #[oai(nullable)]
     pub message_id: Option<i64>,
     pub client_id: i64,
     #[serde(default)]
+    #[oai(nullable)]
     pub wl_user_id: Option<i64>,
     /// E.164.
     pub to_number: String,
     /// 1 to 1600 characters.
     pub message: String,
     #[serde(default)]
+    #[oai(nullable)]
     pub media_urls: Option<Vec<String>>,
 }
 
@@ -103,8 +111,10 @@ impl Validate for SendSmsRequest {
 #[derive(Debug, Object, Deserialize)]
 pub struct EmailContent {
     #[serde(default)]
+    #[oai(nullable)]
     pub html: Option<String>,
     #[serde(default)]
+    #[oai(nullable)]
     pub text: Option<String>,
 }
 
@@ -113,26 +123,34 @@ pub struct EmailContent {
 pub struct SendEmailRequest {
     pub category: MessageCategory,
     #[serde(default)]
+    #[oai(nullable)]
     pub notification_type: Option<NotificationType>,
     #[serde(default)]
+    #[oai(nullable)]
     pub staff_id: Option<i64>,
     #[serde(default)]
+    #[oai(nullable)]
     pub provider: Option<Provider>,
     #[serde(default)]
+    #[oai(nullable)]
     pub sent_by: Option<i64>,
     #[serde(default = "default_sender")]
     #[oai(default = "default_sender")]
     pub sender_type: UserType,
     #[serde(default)]
+    #[oai(nullable)]
     pub location_id: Option<i64>,
     /// The sender; default: the business's email provider's address. Must be a location's
     /// address, the business's own email account's, or on a domain it owns (onboarding's
     /// `email_domains`): 422 otherwise.
     #[serde(default)]
+    #[oai(nullable)]
     pub from_email: Option<String>,
     #[serde(default)]
+    #[oai(nullable)]
     pub from_name: Option<String>,
     #[serde(default)]
+    #[oai(nullable)]
     pub reply_to: Option<String>,
     /// 1 to 1000 messages.
     pub messages: Vec<SendEmailItem>,
@@ -141,18 +159,23 @@ pub struct SendEmailRequest {
 #[derive(Debug, Object, Deserialize)]
 pub struct SendEmailItem {
     #[serde(default)]
+    #[oai(nullable)]
     pub message_id: Option<i64>,
     pub client_id: i64,
     #[serde(default)]
+    #[oai(nullable)]
     pub wl_user_id: Option<i64>,
     pub to_email: String,
     pub subject: String,
     pub content: EmailContent,
     #[serde(default)]
+    #[oai(nullable)]
     pub cc_email: Option<Vec<String>>,
     #[serde(default)]
+    #[oai(nullable)]
     pub bcc_email: Option<Vec<String>>,
     #[serde(default)]
+    #[oai(nullable)]
     pub attachments: Option<Vec<EmailAttachment>>,
 }
 

@@ -28,6 +28,7 @@ pub struct AuthParameters {
     pub business_id: i64,
     pub staff_id: i64,
     #[serde(default)]
+    #[oai(nullable)]
     pub ttl_seconds: Option<i64>,
 }
 
@@ -69,10 +70,13 @@ pub enum AuthTokenIssued {
 #[derive(Debug, Object, Deserialize)]
 pub struct SessionExpiryRequest {
     #[serde(default)]
+    #[oai(nullable)]
     pub access_token: Option<String>,
     #[serde(default)]
+    #[oai(nullable)]
     pub business_id: Option<i64>,
     #[serde(default)]
+    #[oai(nullable)]
     pub staff_id: Option<i64>,
 }
 

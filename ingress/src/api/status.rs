@@ -26,16 +26,21 @@ const MAX_UPDATES: usize = 1000;
 #[derive(Debug, Object, Deserialize)]
 pub struct StatusUpdateItem {
     #[serde(default)]
+    #[oai(nullable)]
     pub message_id: Option<i64>,
     #[serde(default)]
+    #[oai(nullable)]
     pub provider_message_id: Option<String>,
     pub status: MessageStatus,
     #[serde(default)]
+    #[oai(nullable)]
     pub error_code: Option<String>,
     #[serde(default)]
+    #[oai(nullable)]
     pub error_message: Option<String>,
     /// When it happened (default: when received).
     #[serde(default)]
+    #[oai(nullable)]
     pub occurred_at: Option<DateTime<Utc>>,
 }
 

@@ -30,7 +30,9 @@ const STAFF_REFUSED: &[&str] = &[
     "post /businesses/{business_id}/email/record",
     "post /businesses/{business_id}/email/send",
     "post /businesses/{business_id}/email/status",
+    "post /businesses/{business_id}/messages/cancel",
     "post /businesses/{business_id}/messages/retry-failed",
+    "post /businesses/{business_id}/messages/{message_id}/cancel",
     "post /businesses/{business_id}/sms/record",
     "post /businesses/{business_id}/sms/send",
     "post /businesses/{business_id}/sms/status",
@@ -75,6 +77,9 @@ fn body_for(path: &str) -> Value {
         p if p.ends_with("/read-status") => json!({"is_read": true, "client_id": 5}),
         p if p.ends_with("/conversations") => json!({"client_id": 5, "location_id": 10}),
         p if p.ends_with("/status") => json!({"updates": [{"message_id": 1, "status": "sent"}]}),
+        p if p.ends_with("/messages/cancel") => {
+            json!({"request_id": "6a0b8d2e-0d6f-4a55-9f3c-1d2f1f1f1f1f"})
+        }
         _ => json!({}),
     }
 }
@@ -92,6 +97,7 @@ fn concrete(path: &str) -> String {
         .replace("{client_id}", "5")
         .replace("{staff_id}", "789")
         .replace("{id}", "1")
+        .replace("{message_id}", "1")
         .replace("{provider}", "sendgrid")
         + query
 }

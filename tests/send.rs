@@ -397,6 +397,7 @@ async fn twilio_client_sends_retries_and_fails_permanently() {
         status: entities::types::MessageStatus::Queued,
         provider_message_id: None,
         metadata: json!({}),
+        scheduled_at: None,
     };
     let batch = entities::record::RecordBatch {
         business_id: 1,

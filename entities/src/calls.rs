@@ -81,6 +81,7 @@ pub async fn record_call(db: &DatabaseConnection, call: &CallRecord) -> Result<b
         metadata: Set(serde_json::json!({})),
         sent_at: Set(Some(call.at)),
         delivered_at: Set(None),
+        scheduled_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     };

@@ -103,6 +103,7 @@ pub async fn receive_sms(db: &sea_orm::DatabaseConnection, sms: &InboundSms) -> 
         status: MessageStatus::Received,
         provider_message_id: Some(sms.message_sid.clone()),
         metadata: serde_json::json!({ "twilio": sms.params }),
+        scheduled_at: None,
     };
     let recorded = record_one(&txn, &batch, 0, &item, Utc::now()).await?;
     let keyword = keyword(&sms.body);
@@ -197,6 +198,7 @@ pub async fn process_message(
         status: m.status,
         provider_message_id: m.provider_message_id.clone(),
         metadata: m.metadata.clone(),
+        scheduled_at: None,
     };
     let recorded = record_one(&txn, &batch, 0, &item, Utc::now()).await?;
     txn.commit().await?;

@@ -86,6 +86,7 @@ pub async fn add_note(
         metadata: Set(serde_json::json!({})),
         sent_at: Set(Some(now)),
         delivered_at: Set(None),
+        scheduled_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     };

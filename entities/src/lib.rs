@@ -24,6 +24,7 @@ pub mod query;
 pub mod receipts;
 pub mod record;
 pub mod retention;
+pub mod schedule;
 pub mod search;
 pub mod secrets;
 pub mod senders;

@@ -353,6 +353,7 @@ fn resend_job(m: &message::Model) -> Result<SendJob> {
             status: MessageStatus::Queued,
             provider_message_id: None,
             metadata: meta.clone(),
+            scheduled_at: None,
         }],
     };
     let media_urls = m

@@ -55,6 +55,9 @@ pub struct RecordItem {
     pub provider_message_id: Option<String>,
     #[serde(default)]
     pub metadata: serde_json::Value,
+    /// With status `scheduled`: when it is due to be sent.
+    #[serde(default)]
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -459,6 +462,7 @@ fn message_row(
         }),
         sent_at: Set(batch.sent_at),
         delivered_at: Set((item.status == MessageStatus::Delivered).then_some(at)),
+        scheduled_at: Set(item.scheduled_at),
         created_at: Set(now),
         updated_at: Set(now),
     }

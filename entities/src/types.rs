@@ -43,7 +43,7 @@ string_enum!(
     /// Delivery status. Outbound order: initiated < queued < sending < sent <
     /// {delivered, undelivered, failed} < read.
     MessageStatus {
-        Initiated => "initiated", Queued => "queued", Sending => "sending", Sent => "sent",
+        Initiated => "initiated", Scheduled => "scheduled", Queued => "queued", Sending => "sending", Sent => "sent",
         Delivered => "delivered", Undelivered => "undelivered", Failed => "failed",
         Received => "received", Read => "read", Canceled => "canceled",
     }
@@ -90,13 +90,15 @@ impl MessageStatus {
     pub fn rank(self) -> u8 {
         match self {
             MessageStatus::Initiated => 0,
-            MessageStatus::Queued => 1,
-            MessageStatus::Sending => 2,
-            MessageStatus::Sent => 3,
-            MessageStatus::Received => 3,
-            MessageStatus::Delivered | MessageStatus::Undelivered | MessageStatus::Failed => 4,
-            MessageStatus::Canceled => 4,
-            MessageStatus::Read => 5,
+            // Waiting for its time (send_at, quiet hours); then queued, or canceled.
+            MessageStatus::Scheduled => 1,
+            MessageStatus::Queued => 2,
+            MessageStatus::Sending => 3,
+            MessageStatus::Sent => 4,
+            MessageStatus::Received => 4,
+            MessageStatus::Delivered | MessageStatus::Undelivered | MessageStatus::Failed => 5,
+            MessageStatus::Canceled => 5,
+            MessageStatus::Read => 6,
         }
     }
 }

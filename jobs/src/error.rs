@@ -30,4 +30,10 @@ pub enum JobError {
     },
     #[error("{0}")]
     Permanent(String),
+    /// Not a failure: the job is not due yet (a message scheduled for later). It waits in the
+    /// queue, not in a worker, and its attempts are not counted.
+    #[error("not due until {until}")]
+    NotDue {
+        until: chrono::DateTime<chrono::Utc>,
+    },
 }

@@ -102,6 +102,10 @@ pub trait JobQueue: Send + Sync + 'static {
         error: &str,
     ) -> Result<(), QueueError>;
 
+    /// The job is not due yet: make it available again at `until_ms` (milliseconds since the
+    /// epoch), without counting this delivery as an attempt.
+    async fn defer(&self, delivery: &Delivery, until_ms: i64) -> Result<(), QueueError>;
+
     /// The job failed for good: keep it in the dead-letter store.
     async fn bury(&self, delivery: &Delivery, error: &str) -> Result<(), QueueError>;
 

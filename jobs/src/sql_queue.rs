@@ -258,6 +258,16 @@ impl JobQueue for SqlQueue {
         Ok(())
     }
 
+    async fn defer(&self, d: &Delivery, until_ms: i64) -> Result<(), QueueError> {
+        self.exec(
+            "UPDATE omega_jobs SET state = 'ready', run_at = ?, attempts = attempts - 1, \
+             locked_by = NULL, locked_until = NULL WHERE id = ?",
+            vec![until_ms.into(), d.receipt.as_str().into()],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn bury(&self, d: &Delivery, error: &str) -> Result<(), QueueError> {
         self.mark_dead(&d.receipt, error).await
     }

@@ -223,6 +223,8 @@ pub enum Settled {
     Acked,
     Retried,
     Buried,
+    /// Put back until it is due.
+    Deferred,
     /// The queue could not be told; the delivery returns after the visibility timeout.
     Unsettled,
 }
@@ -233,6 +235,7 @@ impl Settled {
             Settled::Acked => "succeeded",
             Settled::Retried => "retried",
             Settled::Buried => "dead",
+            Settled::Deferred => "deferred",
             Settled::Unsettled => "unsettled",
         }
     }
@@ -297,6 +300,15 @@ async fn settle<R>(
     let job_type = d.envelope.job_type;
     let (result, settled) = match outcome {
         Ok(_) => (queue.ack(d).await, Settled::Acked),
+        Err(ref error)
+            if let Some(JobError::NotDue { until }) = error.downcast_ref::<JobError>() =>
+        {
+            tracing::debug!(%job_type, %job_id, %until, "not due yet; deferred");
+            (
+                queue.defer(d, until.timestamp_millis()).await,
+                Settled::Deferred,
+            )
+        }
         Err(error) => {
             let permanent = error
                 .downcast_ref::<JobError>()

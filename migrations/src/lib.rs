@@ -14,6 +14,7 @@ mod m0010_one_number_one_business;
 mod m0011_business_email_domains;
 mod m0012_address_consents;
 mod m0013_audit_log;
+mod m0014_message_scheduled_at;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0011_business_email_domains::Migration),
             Box::new(m0012_address_consents::Migration),
             Box::new(m0013_audit_log::Migration),
+            Box::new(m0014_message_scheduled_at::Migration),
         ]
     }
 }

@@ -40,7 +40,23 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
         recorded,
         address_refusal,
     } = ctx.batches.record.submit(job.clone()).await?;
-    let msg = recorded.message;
+    let mut msg = recorded.message;
+    if msg.status == MessageStatus::Scheduled.as_str() {
+        // Its time is kept in the queue, not here; consent and sender are checked when it
+        // is released, at its time.
+        let now = chrono::Utc::now();
+        if let Some(until) = msg.scheduled_at.filter(|&at| at > now) {
+            return Err(JobError::NotDue { until });
+        }
+        if !entities::schedule::release(&ctx.db, msg.id, now)
+            .await
+            .map_err(job_error)?
+        {
+            tracing::info!(message_id = msg.id, "canceled before its time; not sending");
+            return Ok(());
+        }
+        msg.status = MessageStatus::Queued.as_str().to_owned();
+    }
     if msg.provider_message_id.is_some() || msg.status != MessageStatus::Queued.as_str() {
         tracing::info!(message_id = msg.id, status = %msg.status, "already dispatched; not sending again");
         return Ok(());

@@ -45,6 +45,8 @@ pub struct Model {
     pub error_message: Option<String>,
     pub is_read: bool,
     pub metadata: Json,
+    /// When a `scheduled` message is due to be sent.
+    pub scheduled_at: Option<DateTimeUtc>,
     pub sent_at: Option<DateTimeUtc>,
     pub delivered_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,

@@ -1,7 +1,9 @@
 //! What the send and record requests share: their limits, the fields a request gives once
 //! for all its messages, attachments, and the checks of those fields.
 use base64::Engine;
-use entities::types::UserType;
+use chrono::{DateTime, FixedOffset, Utc};
+use entities::schedule::{self, Due};
+use entities::types::{MessageStatus, UserType};
 use poem_openapi::Object;
 use serde::Deserialize;
 
@@ -167,4 +169,27 @@ pub fn validate_media_urls(c: &mut Checker, urls: &Option<Vec<String>>) {
 
 fn is_http_url(url: &str) -> bool {
     (url.starts_with("https://") || url.starts_with("http://")) && url.len() <= MAX_URL_CHARS
+}
+
+/// A `send_at` more than 35 days ahead is refused at its field.
+pub fn validate_send_at(c: &mut Checker, send_at: Option<DateTime<FixedOffset>>) {
+    if schedule::due(send_at, Utc::now()) == Due::TooFar {
+        c.fail(
+            "send_at",
+            "send_at is at most 35 days ahead",
+            "value_error.send_at",
+        );
+    }
+}
+
+/// The status a message to send is recorded with, and when it is due if later: `scheduled`
+/// at its `send_at`, else `queued`.
+pub fn send_status(
+    send_at: Option<DateTime<FixedOffset>>,
+    now: DateTime<Utc>,
+) -> (MessageStatus, Option<DateTime<Utc>>) {
+    match schedule::due(send_at, now) {
+        Due::At(at) => (MessageStatus::Scheduled, Some(at)),
+        Due::Now | Due::TooFar => (MessageStatus::Queued, None),
+    }
 }

@@ -17,6 +17,7 @@ pub mod privacy;
 pub mod process;
 pub mod records;
 pub mod retry;
+pub mod schedule;
 pub mod schemas;
 pub mod search;
 pub mod send;
@@ -86,6 +87,7 @@ pub type Apis = (
         process::ProcessApi,
         search::SearchApi,
         privacy::PrivacyApi,
+        schedule::ScheduleApi,
     ),
 );
 
@@ -150,7 +152,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
                 search::SearchApi {
                     state: state.clone(),
                 },
-                privacy::PrivacyApi { state },
+                privacy::PrivacyApi {
+                    state: state.clone(),
+                },
+                schedule::ScheduleApi { state },
             ),
         ),
         "omega",

@@ -279,6 +279,7 @@ impl RecordSmsRequest {
                 status: m.status,
                 provider_message_id: m.provider_message_id,
                 metadata: m.provider_metadata.unwrap_or_else(|| serde_json::json!({})),
+                scheduled_at: None,
             })
             .collect();
         RecordBatch { items, ..batch }
@@ -307,6 +308,7 @@ impl RecordEmailRequest {
                 status: m.status,
                 provider_message_id: m.provider_message_id,
                 metadata: m.provider_metadata.unwrap_or_else(|| serde_json::json!({})),
+                scheduled_at: None,
             })
             .collect();
         RecordBatch { items, ..batch }

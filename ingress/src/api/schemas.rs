@@ -97,6 +97,9 @@ pub struct MessageItem {
     pub sent_at: Option<DateTime<Utc>>,
     #[oai(nullable)]
     pub delivered_at: Option<DateTime<Utc>>,
+    /// When a `scheduled` message is due to be sent.
+    #[oai(nullable)]
+    pub scheduled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     /// The status history, oldest first; only with `?include=events`.
     #[oai(skip_serializing_if_is_none)]
@@ -157,6 +160,7 @@ impl MessageItem {
             metadata: m.metadata,
             sent_at: m.sent_at,
             delivered_at: m.delivered_at,
+            scheduled_at: m.scheduled_at,
             created_at: m.created_at,
             events,
         })

@@ -2,11 +2,10 @@
 //! message retries on its own. Workers record, check consent, dispatch and record the result.
 use std::sync::Arc;
 
+use chrono::{DateTime, FixedOffset, Utc};
 use entities::outbound::SendJob;
 use entities::record::{RecordBatch, RecordItem};
-use entities::types::{
-    Channel, Direction, MessageCategory, MessageStatus, NotificationType, Provider, UserType,
-};
+use entities::types::{Channel, Direction, MessageCategory, NotificationType, Provider, UserType};
 use jobs::Job;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path};
@@ -17,8 +16,8 @@ use super::ApiTags;
 use super::enqueue::{Owner, Submission, enqueue_messages};
 use super::message_fields::{
     EmailAttachment, MAX_EMAIL_CHARS, MAX_MESSAGES, MAX_SMS_CHARS, MAX_SUBJECT_CHARS,
-    default_sender, request_batch, validate_attachments, validate_copies, validate_ids,
-    validate_media_urls,
+    default_sender, request_batch, send_status, validate_attachments, validate_copies,
+    validate_ids, validate_media_urls, validate_send_at,
 };
 use super::schemas::QueuedResponse;
 use crate::RequestId;
@@ -54,6 +53,12 @@ pub struct SendSmsRequest {
     #[serde(default)]
     #[oai(nullable)]
     pub from_number: Option<String>,
+    /// When to send (RFC 3339 with its offset): recorded `scheduled` now and sent then, up
+    /// to 35 days ahead (422 beyond); past or within a second, sent at once. A message's own
+    /// `send_at` overrides this.
+    #[serde(default)]
+    #[oai(nullable)]
+    pub send_at: Option<DateTime<FixedOffset>>,
     /// 1 to 1000 messages.
     pub messages: Vec<SendSmsItem>,
 }
@@ -74,6 +79,10 @@ pub struct SendSmsItem {
     #[serde(default)]
     #[oai(nullable)]
     pub media_urls: Option<Vec<String>>,
+    /// This message's own `send_at` (see the request's).
+    #[serde(default)]
+    #[oai(nullable)]
+    pub send_at: Option<DateTime<FixedOffset>>,
 }
 
 impl Validate for SendSmsRequest {
@@ -93,6 +102,7 @@ impl Validate for SendSmsRequest {
         if let Some(from) = self.from_number.as_mut() {
             c.phone("from_number", from);
         }
+        validate_send_at(c, self.send_at);
         c.count("messages", self.messages.len(), 1, MAX_MESSAGES);
         c.at("messages", |c| {
             for (i, m) in self.messages.iter_mut().enumerate() {
@@ -101,6 +111,7 @@ impl Validate for SendSmsRequest {
                     c.phone("to_number", &mut m.to_number);
                     c.length("message", &m.message, 1, MAX_SMS_CHARS);
                     validate_media_urls(c, &m.media_urls);
+                    validate_send_at(c, m.send_at);
                 });
             }
         });
@@ -152,6 +163,12 @@ pub struct SendEmailRequest {
     #[serde(default)]
     #[oai(nullable)]
     pub reply_to: Option<String>,
+    /// When to send (RFC 3339 with its offset): recorded `scheduled` now and sent then, up
+    /// to 35 days ahead (422 beyond); past or within a second, sent at once. A message's own
+    /// `send_at` overrides this.
+    #[serde(default)]
+    #[oai(nullable)]
+    pub send_at: Option<DateTime<FixedOffset>>,
     /// 1 to 1000 messages.
     pub messages: Vec<SendEmailItem>,
 }
@@ -177,6 +194,10 @@ pub struct SendEmailItem {
     #[serde(default)]
     #[oai(nullable)]
     pub attachments: Option<Vec<EmailAttachment>>,
+    /// This message's own `send_at` (see the request's).
+    #[serde(default)]
+    #[oai(nullable)]
+    pub send_at: Option<DateTime<FixedOffset>>,
 }
 
 impl Validate for SendEmailRequest {
@@ -204,6 +225,7 @@ impl Validate for SendEmailRequest {
         if let Some(name) = &self.from_name {
             c.length("from_name", name, 1, 255);
         }
+        validate_send_at(c, self.send_at);
         c.count("messages", self.messages.len(), 1, MAX_MESSAGES);
         c.at("messages", |c| {
             for (i, m) in self.messages.iter().enumerate() {
@@ -223,6 +245,7 @@ impl Validate for SendEmailRequest {
                     }
                     validate_copies(c, &m.cc_email, &m.bcc_email);
                     validate_attachments(c, &m.attachments);
+                    validate_send_at(c, m.send_at);
                 });
             }
         });
@@ -230,7 +253,7 @@ impl Validate for SendEmailRequest {
 }
 
 impl SendSmsRequest {
-    fn into_jobs(self, business_id: i64, request_id: &str) -> Vec<Job> {
+    fn into_jobs(self, business_id: i64, request_id: &str, now: DateTime<Utc>) -> Vec<Job> {
         let shared = request_batch!(
             self,
             business_id,
@@ -240,11 +263,12 @@ impl SendSmsRequest {
             None,
             Some(self.location_id)
         );
-        let from = self.from_number;
+        let (from, send_at) = (self.from_number, self.send_at);
         self.messages
             .into_iter()
             .enumerate()
             .map(|(index, m)| {
+                let (status, scheduled_at) = send_status(m.send_at.or(send_at), now);
                 let item = RecordItem {
                     message_id: m.message_id,
                     client_id: m.client_id,
@@ -262,9 +286,10 @@ impl SendSmsRequest {
                             .map(|u| serde_json::json!({"url": u}))
                             .collect::<Vec<_>>()
                     ),
-                    status: MessageStatus::Queued,
+                    status,
                     provider_message_id: None,
                     metadata: serde_json::json!({}),
+                    scheduled_at,
                 };
                 Job::SendSms(SendJob {
                     batch: RecordBatch {
@@ -283,7 +308,7 @@ impl SendSmsRequest {
 }
 
 impl SendEmailRequest {
-    fn into_jobs(self, business_id: i64, request_id: &str) -> Vec<Job> {
+    fn into_jobs(self, business_id: i64, request_id: &str, now: DateTime<Utc>) -> Vec<Job> {
         let shared = request_batch!(
             self,
             business_id,
@@ -293,11 +318,13 @@ impl SendEmailRequest {
             None,
             self.location_id
         );
-        let (from, from_name, reply_to) = (self.from_email, self.from_name, self.reply_to);
+        let (from, from_name, reply_to, send_at) =
+            (self.from_email, self.from_name, self.reply_to, self.send_at);
         self.messages
             .into_iter()
             .enumerate()
             .map(|(index, m)| {
+                let (status, scheduled_at) = send_status(m.send_at.or(send_at), now);
                 let item = RecordItem {
                     message_id: m.message_id,
                     client_id: m.client_id,
@@ -310,10 +337,11 @@ impl SendEmailRequest {
                     bcc: m.bcc_email.unwrap_or_default(),
                     attachments: serde_json::to_value(m.attachments.unwrap_or_default())
                         .unwrap_or_default(),
-                    status: MessageStatus::Queued,
+                    status,
                     provider_message_id: None,
                     // Kept so that a retry can send the same mail again.
                     metadata: serde_json::json!({"html": m.content.html.clone(), "from_name": from_name.clone(), "reply_to": reply_to.clone()}),
+                    scheduled_at,
                 };
                 Job::SendEmail(SendJob {
                     batch: RecordBatch {
@@ -372,7 +400,7 @@ impl SendApi {
             trace: &trace,
         };
         enqueue_messages(&self.state, &auth, sub, count, |rid| {
-            value.into_jobs(business_id.0, rid)
+            value.into_jobs(business_id.0, rid, Utc::now())
         })
         .await
     }
@@ -411,7 +439,7 @@ impl SendApi {
             trace: &trace,
         };
         enqueue_messages(&self.state, &auth, sub, count, |rid| {
-            value.into_jobs(business_id.0, rid)
+            value.into_jobs(business_id.0, rid, Utc::now())
         })
         .await
     }

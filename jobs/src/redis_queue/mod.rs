@@ -374,6 +374,17 @@ impl JobQueue for RedisQueue {
         .await
     }
 
+    async fn defer(&self, d: &Delivery, until_ms: i64) -> Result<(), QueueError> {
+        let mut next = d.envelope.clone();
+        // This delivery was not an attempt.
+        next.attempt = d.attempt.saturating_sub(1);
+        let encoded = serde_json::to_string(&next)?;
+        self.settle(d, |pipe, keys| {
+            pipe.zadd(&keys.delayed, encoded, until_ms).ignore();
+        })
+        .await
+    }
+
     async fn bury(&self, d: &Delivery, error: &str) -> Result<(), QueueError> {
         let now = now_ms();
         let first_failed_at = d.envelope.first_failed_at.unwrap_or(now);

@@ -21,6 +21,7 @@ const STAFF_REFUSED: &[&str] = &[
     "get /admin/queues/{job_type}/dead",
     "get /business/{business_id}/onboarding-status",
     "get /businesses/{business_id}/clients/{client_id}/export",
+    "get /businesses/{business_id}/settings/messaging",
     "get /messages/requests/{request_id}",
     "post /admin/businesses/{business_id}/api-keys",
     "post /admin/queues/{job_type}/dead/drain",
@@ -38,6 +39,7 @@ const STAFF_REFUSED: &[&str] = &[
     "post /businesses/{business_id}/sms/status",
     "post /messages/process",
     "post /messages/retry-failed",
+    "put /businesses/{business_id}/settings/messaging",
 ];
 /// Routes authenticated by the provider's signature instead: without a valid one, 403.
 const SIGNED: &[&str] = &[

@@ -9,6 +9,7 @@ use crate::Result;
 use crate::calls::find_or_create_by_address;
 use crate::clients::set_consent;
 use crate::record::{RecordBatch, RecordItem, record_one};
+use crate::settings::MessagingSettings;
 use crate::types::{Channel, Direction, MessageStatus, Provider, UserType};
 
 /// One media item of an MMS, kept as an attachment.
@@ -43,15 +44,18 @@ pub enum Keyword {
     Help,
 }
 
-/// The keyword a message body is, if it is one: a single word, any case, surrounding
-/// spaces ignored.
-pub fn keyword(body: &str) -> Option<(Keyword, String)> {
-    let word = body.trim().to_ascii_uppercase();
-    let kind = match word.as_str() {
-        "STOP" | "STOPALL" | "UNSUBSCRIBE" | "CANCEL" | "END" | "QUIT" => Keyword::OptOut,
-        "START" | "UNSTOP" => Keyword::OptIn,
-        "HELP" => Keyword::Help,
-        _ => return None,
+/// The keyword a message body is, if it is one of the business's: the whole message, any
+/// case, spaces and punctuation around it ignored (as Twilio matches them).
+pub fn keyword(body: &str, settings: &MessagingSettings) -> Option<(Keyword, String)> {
+    let word = crate::settings::keyword_form(body);
+    let kind = if settings.opt_out_keywords.contains(&word) {
+        Keyword::OptOut
+    } else if settings.opt_in_keywords.contains(&word) {
+        Keyword::OptIn
+    } else if matches!(word.as_str(), "HELP" | "INFO") {
+        Keyword::Help
+    } else {
+        return None;
     };
     Some((kind, word))
 }
@@ -106,7 +110,8 @@ pub async fn receive_sms(db: &sea_orm::DatabaseConnection, sms: &InboundSms) -> 
         scheduled_at: None,
     };
     let recorded = record_one(&txn, &batch, 0, &item, Utc::now()).await?;
-    let keyword = keyword(&sms.body);
+    let settings = crate::settings::get(&txn, sms.business_id).await?;
+    let keyword = keyword(&sms.body, &settings);
     if recorded && let Some((kind @ (Keyword::OptOut | Keyword::OptIn), word)) = &keyword {
         let opt_in = *kind == Keyword::OptIn;
         let reason = format!("replied {word}");
@@ -209,18 +214,49 @@ pub async fn process_message(
 mod tests {
     use super::*;
 
+    fn keyword(body: &str) -> Option<(Keyword, String)> {
+        super::keyword(body, &MessagingSettings::default())
+    }
+
     #[test]
-    fn keywords_are_single_words_in_any_case() {
+    fn keywords_are_whole_messages_in_any_case() {
         assert_eq!(keyword("  stop "), Some((Keyword::OptOut, "STOP".into())));
+        assert_eq!(keyword("Stop."), Some((Keyword::OptOut, "STOP".into())));
+        assert_eq!(
+            keyword("!revoke!"),
+            Some((Keyword::OptOut, "REVOKE".into()))
+        );
         assert_eq!(
             keyword("Unsubscribe"),
             Some((Keyword::OptOut, "UNSUBSCRIBE".into()))
         );
         assert_eq!(keyword("quit\n"), Some((Keyword::OptOut, "QUIT".into())));
         assert_eq!(keyword("unstop"), Some((Keyword::OptIn, "UNSTOP".into())));
+        assert_eq!(keyword("yes"), Some((Keyword::OptIn, "YES".into())));
         assert_eq!(keyword("HELP"), Some((Keyword::Help, "HELP".into())));
         assert_eq!(keyword("please stop texting me"), None);
         assert_eq!(keyword("stopp"), None);
         assert_eq!(keyword(""), None);
+    }
+
+    #[test]
+    fn a_business_has_its_own_keywords() {
+        let mut own = MessagingSettings::default();
+        own.opt_out_keywords = vec!["ARRET".into()];
+        own.opt_in_keywords = vec!["REPRENDRE".into()];
+        assert_eq!(
+            super::keyword("arrêt", &own),
+            None,
+            "matched as written, not folded"
+        );
+        assert_eq!(
+            super::keyword("Arret", &own),
+            Some((Keyword::OptOut, "ARRET".into()))
+        );
+        assert_eq!(super::keyword("stop", &own), None);
+        assert_eq!(
+            super::keyword("reprendre", &own),
+            Some((Keyword::OptIn, "REPRENDRE".into()))
+        );
     }
 }

@@ -21,6 +21,7 @@ pub mod onboard;
 pub mod outbound;
 pub mod privacy;
 pub mod query;
+pub mod quiet;
 pub mod receipts;
 pub mod record;
 pub mod retention;
@@ -29,6 +30,7 @@ pub mod search;
 pub mod secrets;
 pub mod senders;
 pub mod sessions;
+pub mod settings;
 pub mod status;
 pub mod types;
 

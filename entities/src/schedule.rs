@@ -44,6 +44,40 @@ pub async fn release(
     move_if_scheduled(db, message_id, MessageStatus::Queued, "schedule", now).await
 }
 
+/// Holds a queued message back until `until` (quiet hours): `scheduled` at that time, with a
+/// history entry. False when it is no longer queued.
+pub async fn hold(
+    db: &impl ConnectionTrait,
+    message_id: i64,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let moved = message::Entity::update_many()
+        .col_expr(
+            message::Column::Status,
+            Expr::value(MessageStatus::Scheduled.as_str()),
+        )
+        .col_expr(message::Column::ScheduledAt, Expr::value(until))
+        .col_expr(message::Column::UpdatedAt, Expr::value(now))
+        .filter(message::Column::Id.eq(message_id))
+        .filter(message::Column::Status.eq(MessageStatus::Queued.as_str()))
+        .exec(db)
+        .await?
+        .rows_affected;
+    if moved == 1 {
+        crate::events::append_event(
+            db,
+            message_id,
+            MessageStatus::Scheduled,
+            None,
+            "quiet_hours",
+            now,
+        )
+        .await?;
+    }
+    Ok(moved == 1)
+}
+
 /// Moves a message to `to` only if it is still `scheduled` (the test is in the UPDATE itself,
 /// so a cancel and a release of the same message cannot both happen), with a history entry.
 async fn move_if_scheduled(

@@ -15,6 +15,30 @@ mod m0011_business_email_domains;
 mod m0012_address_consents;
 mod m0013_audit_log;
 mod m0014_message_scheduled_at;
+mod m0015_messaging_settings;
+
+/// Creates an entity's table and its indexes as the entity stands, unless they exist: the
+/// body of a migration that adds a table.
+pub(crate) async fn create_table_if_missing<E: sea_orm_migration::sea_orm::EntityTrait>(
+    manager: &SchemaManager<'_>,
+    entity: E,
+) -> Result<(), DbErr> {
+    let schema = sea_orm_migration::sea_orm::Schema::new(manager.get_database_backend());
+    manager
+        .create_table(
+            schema
+                .create_table_from_entity(entity)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+    for mut index in schema.create_index_from_entity(entity) {
+        manager
+            .create_index(index.if_not_exists().to_owned())
+            .await?;
+    }
+    Ok(())
+}
 
 pub struct Migrator;
 
@@ -36,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0012_address_consents::Migration),
             Box::new(m0013_audit_log::Migration),
             Box::new(m0014_message_scheduled_at::Migration),
+            Box::new(m0015_messaging_settings::Migration),
         ]
     }
 }

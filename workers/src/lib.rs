@@ -4,6 +4,7 @@ mod batch;
 mod handlers;
 mod outcome;
 pub mod providers;
+mod quiet;
 mod send;
 mod steps;
 pub mod sweep;
@@ -29,6 +30,7 @@ pub struct Ctx {
     pub providers: ProviderSettings,
     /// The database steps that concurrent jobs share a transaction for.
     batches: Batches,
+    quiet: quiet::QuietRules,
 }
 
 #[derive(Clone, Debug)]
@@ -65,6 +67,7 @@ pub async fn run(
         policy: opts.policy,
         providers: opts.providers.clone(),
         batches,
+        quiet: quiet::QuietRules::default(),
     });
     // Consumer names are unique per process so a restarted process never inherits a dead
     // one's deliveries silently; those are taken over after the visibility timeout.

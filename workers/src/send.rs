@@ -41,10 +41,10 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
         address_refusal,
     } = ctx.batches.record.submit(job.clone()).await?;
     let mut msg = recorded.message;
+    let now = chrono::Utc::now();
     if msg.status == MessageStatus::Scheduled.as_str() {
         // Its time is kept in the queue, not here; consent and sender are checked when it
         // is released, at its time.
-        let now = chrono::Utc::now();
         if let Some(until) = msg.scheduled_at.filter(|&at| at > now) {
             return Err(JobError::NotDue { until });
         }
@@ -56,6 +56,22 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
             return Ok(());
         }
         msg.status = MessageStatus::Queued.as_str().to_owned();
+    }
+    if msg.status == MessageStatus::Queued.as_str()
+        && let Some(until) = ctx
+            .quiet
+            .hold_until(&ctx.db, &job, now)
+            .await
+            .map_err(job_error)?
+    {
+        // Inside the business's quiet hours: scheduled for their end.
+        if entities::schedule::hold(&ctx.db, msg.id, until, now)
+            .await
+            .map_err(job_error)?
+        {
+            return Err(JobError::NotDue { until });
+        }
+        return Ok(());
     }
     if msg.provider_message_id.is_some() || msg.status != MessageStatus::Queued.as_str() {
         tracing::info!(message_id = msg.id, status = %msg.status, "already dispatched; not sending again");

@@ -10,6 +10,7 @@ pub mod idempotency_record;
 pub mod location;
 pub mod message;
 pub mod message_event;
+pub mod messaging_setting;
 pub mod onboarding_run;
 pub mod provider_credential;
 pub mod session;

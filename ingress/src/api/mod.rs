@@ -22,6 +22,7 @@ pub mod schemas;
 pub mod search;
 pub mod send;
 pub mod session;
+pub mod settings;
 pub mod status;
 pub mod twilio_hooks;
 pub mod voice;
@@ -88,6 +89,7 @@ pub type Apis = (
         search::SearchApi,
         privacy::PrivacyApi,
         schedule::ScheduleApi,
+        settings::SettingsApi,
     ),
 );
 
@@ -155,7 +157,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
                 privacy::PrivacyApi {
                     state: state.clone(),
                 },
-                schedule::ScheduleApi { state },
+                schedule::ScheduleApi {
+                    state: state.clone(),
+                },
+                settings::SettingsApi { state },
             ),
         ),
         "omega",

@@ -1,0 +1,123 @@
+//! A business's messaging settings: quiet hours (and the categories they hold back) and the
+//! SMS keywords that opt a number out or back in. No row means the defaults.
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, EntityTrait, Set, sea_query::OnConflict};
+
+use crate::quiet::QuietHours;
+use crate::types::MessageCategory;
+use crate::{Result, messaging_setting as row};
+
+/// Twilio's standard opt-out keywords.
+pub const OPT_OUT_KEYWORDS: &[&str] = &[
+    "STOP",
+    "STOPALL",
+    "UNSUBSCRIBE",
+    "CANCEL",
+    "END",
+    "QUIT",
+    "OPTOUT",
+    "REVOKE",
+];
+/// Twilio's standard opt-in keywords.
+pub const OPT_IN_KEYWORDS: &[&str] = &["START", "YES", "UNSTOP"];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessagingSettings {
+    /// Off when None.
+    pub quiet_hours: Option<QuietHours>,
+    pub quiet_categories: Vec<MessageCategory>,
+    /// Upper case, whole-message keywords.
+    pub opt_out_keywords: Vec<String>,
+    pub opt_in_keywords: Vec<String>,
+}
+
+impl Default for MessagingSettings {
+    fn default() -> Self {
+        MessagingSettings {
+            quiet_hours: None,
+            quiet_categories: vec![MessageCategory::Campaign, MessageCategory::Automated],
+            opt_out_keywords: OPT_OUT_KEYWORDS.iter().map(|k| (*k).to_owned()).collect(),
+            opt_in_keywords: OPT_IN_KEYWORDS.iter().map(|k| (*k).to_owned()).collect(),
+        }
+    }
+}
+
+impl MessagingSettings {
+    /// Whether quiet hours hold back a message of this category.
+    pub fn holds(&self, category: Option<MessageCategory>) -> Option<QuietHours> {
+        let q = self.quiet_hours?;
+        category
+            .is_some_and(|c| self.quiet_categories.contains(&c))
+            .then_some(q)
+    }
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    crate::query::json_strings(v)
+}
+
+/// The business's settings (the defaults until some are saved).
+pub async fn get(db: &impl ConnectionTrait, business_id: i64) -> Result<MessagingSettings> {
+    let Some(r) = row::Entity::find_by_id(business_id).one(db).await? else {
+        return Ok(MessagingSettings::default());
+    };
+    let quiet_hours = match (&r.quiet_start, &r.quiet_end) {
+        (Some(s), Some(e)) => QuietHours::parse(s, e),
+        _ => None,
+    };
+    Ok(MessagingSettings {
+        quiet_hours,
+        quiet_categories: strings(&r.quiet_categories)
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect(),
+        opt_out_keywords: strings(&r.opt_out_keywords),
+        opt_in_keywords: strings(&r.opt_in_keywords),
+    })
+}
+
+/// Replaces the business's settings.
+pub async fn put(
+    db: &impl ConnectionTrait,
+    business_id: i64,
+    s: &MessagingSettings,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let time = |t: chrono::NaiveTime| t.format("%H:%M").to_string();
+    row::Entity::insert(row::ActiveModel {
+        business_id: Set(business_id),
+        quiet_start: Set(s.quiet_hours.map(|q| time(q.start))),
+        quiet_end: Set(s.quiet_hours.map(|q| time(q.end))),
+        quiet_categories: Set(serde_json::json!(
+            s.quiet_categories
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+        )),
+        opt_out_keywords: Set(serde_json::json!(s.opt_out_keywords)),
+        opt_in_keywords: Set(serde_json::json!(s.opt_in_keywords)),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(row::Column::BusinessId)
+            .update_columns([
+                row::Column::QuietStart,
+                row::Column::QuietEnd,
+                row::Column::QuietCategories,
+                row::Column::OptOutKeywords,
+                row::Column::OptInKeywords,
+                row::Column::UpdatedAt,
+            ])
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// A message as a keyword is matched (as Twilio does): the whole message, any case, spaces
+/// and punctuation around it ignored.
+pub fn keyword_form(body: &str) -> String {
+    body.trim_matches(|c: char| c.is_whitespace() || c.is_ascii_punctuation())
+        .to_uppercase()
+}

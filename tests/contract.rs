@@ -157,6 +157,7 @@ const OMITTED_WHEN_EMPTY: &[&str] = &[
     "EmailAttachment.url",
     "HealthService.detail",
     "MessageItem.events",
+    "MessagingSettingsBody.help_keywords",
     "MessagingSettingsBody.opt_in_keywords",
     "MessagingSettingsBody.opt_out_keywords",
     "MessagingSettingsBody.quiet_hours_categories",

@@ -1,6 +1,6 @@
 //! Quiet hours and keywords (issue 15): a business's messaging settings, a campaign held to
-//! the end of quiet hours in the location's zone while a conversation message goes, and the
-//! business's own opt-out and opt-in keywords.
+//! the end of quiet hours in the location's zone while a conversation message goes, the
+//! business's own opt-out and opt-in keywords, and the answer to HELP.
 mod common;
 
 use std::time::Duration;
@@ -211,15 +211,7 @@ async fn quiet_hours_hold_a_campaign_not_a_conversation(d: Deployment) {
 both_deployments!(quiet_hours, quiet_hours_hold_a_campaign_not_a_conversation);
 
 async fn text(app: &TestApp, sid: &str, body: &str) {
-    let params = [
-        ("AccountSid", ACCOUNT),
-        ("MessageSid", sid),
-        ("From", "+14155550123"),
-        ("To", "+14155550100"),
-        ("Body", body),
-    ];
-    let resp = common::post_as_twilio(app, TOKEN, "/twilio/sms/incoming", &params).await;
-    assert_eq!(resp.status(), 200);
+    text_from(app, "+14155550123", sid, body).await;
     wait_for("the text", Duration::from_secs(20), || async {
         (app.count(&format!(
             "SELECT COUNT(*) FROM messages WHERE provider_message_id = '{sid}'"
@@ -256,3 +248,83 @@ async fn the_business_keywords_apply(d: Deployment) {
     assert!(!opted_out(&app).await);
 }
 both_deployments!(keywords, the_business_keywords_apply);
+
+async fn answer_to(app: &TestApp, sid: &str) -> Option<entities::message::Model> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    entities::message::Entity::find()
+        .filter(entities::message::Column::RequestId.eq(format!("help:{sid}")))
+        .one(&app.db)
+        .await
+        .unwrap()
+}
+
+async fn text_from(app: &TestApp, from: &str, sid: &str, body: &str) {
+    let params = [
+        ("AccountSid", ACCOUNT),
+        ("MessageSid", sid),
+        ("From", from),
+        ("To", "+14155550100"),
+        ("Body", body),
+    ];
+    let resp = common::post_as_twilio(app, TOKEN, "/twilio/sms/incoming", &params).await;
+    assert_eq!(resp.status(), 200);
+}
+
+async fn help_is_answered_once_a_day(d: Deployment) {
+    let app = app(d).await;
+    text_from(&app, "+14155550123", "SM10", " help ").await;
+    let answer = wait_for("the answer", Duration::from_secs(20), || async {
+        answer_to(&app, "SM10")
+            .await
+            .filter(|m| m.status == "delivered")
+    })
+    .await;
+    assert_eq!(answer.body, "Serenity Spa: reply STOP to unsubscribe.");
+    assert_eq!(answer.from_addr.as_deref(), Some("+14155550100"));
+    assert_eq!(answer.to_addr.as_deref(), Some("+14155550123"));
+    assert_eq!(
+        (answer.direction.as_str(), answer.sender_type.as_str()),
+        ("outbound", "system")
+    );
+    assert_eq!(answer.category.as_deref(), Some("system"));
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM messages WHERE provider_message_id = 'SM10' AND conversation_id = {}",
+            answer.conversation_id
+        ))
+        .await,
+        1,
+        "in the conversation the question is in"
+    );
+    // The same number again within a day: recorded, not answered.
+    text(&app, "SM11", "INFO").await;
+    assert!(answer_to(&app, "SM11").await.is_none());
+
+    // The business's own words.
+    let own = json!({"help_keywords": ["AIDE"], "help_text": "Spa Sérénité : répondez STOP pour arrêter."});
+    assert_eq!(put(&app, PLATFORM_KEY, &own).await.status(), 200);
+    let long = json!({"help_text": "x".repeat(321)});
+    let resp = put(&app, PLATFORM_KEY, &long).await;
+    assert_eq!(resp.status(), 422);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["detail"][0]["loc"], json!(["body", "help_text"]), "{v}");
+    text_from(&app, "+14155550124", "SM12", "Aide?").await;
+    let answer = wait_for("the answer", Duration::from_secs(20), || async {
+        answer_to(&app, "SM12").await
+    })
+    .await;
+    assert_eq!(answer.body, "Spa Sérénité : répondez STOP pour arrêter.");
+    text_from(&app, "+14155550124", "SM13", "help").await;
+    wait_for("the text", Duration::from_secs(20), || async {
+        (app.count("SELECT COUNT(*) FROM messages WHERE provider_message_id = 'SM13'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        answer_to(&app, "SM13").await.is_none(),
+        "HELP is not this business's keyword any more"
+    );
+}
+both_deployments!(help, help_is_answered_once_a_day);

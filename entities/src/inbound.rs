@@ -52,7 +52,7 @@ pub fn keyword(body: &str, settings: &MessagingSettings) -> Option<(Keyword, Str
         Keyword::OptOut
     } else if settings.opt_in_keywords.contains(&word) {
         Keyword::OptIn
-    } else if matches!(word.as_str(), "HELP" | "INFO") {
+    } else if settings.help_keywords.contains(&word) {
         Keyword::Help
     } else {
         return None;
@@ -60,11 +60,13 @@ pub fn keyword(body: &str, settings: &MessagingSettings) -> Option<(Keyword, Str
     Some((kind, word))
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Received {
     /// False when the message had been recorded before (a provider retry, a job re-run).
     pub recorded: bool,
     pub keyword: Option<Keyword>,
+    /// The answer to a HELP text, recorded and to be queued (`help::answer`).
+    pub help_answer: Option<crate::outbound::SendJob>,
 }
 
 /// Records an inbound SMS (and the consent its keyword asks for) in one transaction.
@@ -127,10 +129,25 @@ pub async fn receive_sms(db: &sea_orm::DatabaseConnection, sms: &InboundSms) -> 
         )
         .await?;
     }
+    let help_answer = match &keyword {
+        Some((Keyword::Help, _)) => {
+            let asked = crate::help::Asked {
+                business_id: sms.business_id,
+                location_id: sms.location_id,
+                client_id: client.id,
+                message_sid: &sms.message_sid,
+                from: &sms.from,
+                to: &sms.to,
+            };
+            crate::help::answer(&txn, &asked, &settings, Utc::now()).await?
+        }
+        _ => None,
+    };
     txn.commit().await?;
     Ok(Received {
         recorded,
         keyword: keyword.map(|(k, _)| k),
+        help_answer,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod db;
 pub mod directory;
 mod error;
 pub mod events;
+pub mod help;
 pub mod idempotency;
 pub mod inbound;
 pub mod inbox;

@@ -1,5 +1,6 @@
-//! A business's messaging settings: quiet hours (and the categories they hold back) and the
-//! SMS keywords that opt a number out or back in. No row means the defaults.
+//! A business's messaging settings: quiet hours (and the categories they hold back), the SMS
+//! keywords that opt a number out or back in or ask for help, and the help answer. No row
+//! means the defaults.
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, EntityTrait, Set, sea_query::OnConflict};
 
@@ -20,6 +21,8 @@ pub const OPT_OUT_KEYWORDS: &[&str] = &[
 ];
 /// Twilio's standard opt-in keywords.
 pub const OPT_IN_KEYWORDS: &[&str] = &["START", "YES", "UNSTOP"];
+/// Twilio's standard help keywords.
+pub const HELP_KEYWORDS: &[&str] = &["HELP", "INFO"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessagingSettings {
@@ -29,6 +32,9 @@ pub struct MessagingSettings {
     /// Upper case, whole-message keywords.
     pub opt_out_keywords: Vec<String>,
     pub opt_in_keywords: Vec<String>,
+    pub help_keywords: Vec<String>,
+    /// The answer to a HELP text; None: the default (`help_text`).
+    pub help_text: Option<String>,
 }
 
 impl Default for MessagingSettings {
@@ -38,6 +44,8 @@ impl Default for MessagingSettings {
             quiet_categories: vec![MessageCategory::Campaign, MessageCategory::Automated],
             opt_out_keywords: OPT_OUT_KEYWORDS.iter().map(|k| (*k).to_owned()).collect(),
             opt_in_keywords: OPT_IN_KEYWORDS.iter().map(|k| (*k).to_owned()).collect(),
+            help_keywords: HELP_KEYWORDS.iter().map(|k| (*k).to_owned()).collect(),
+            help_text: None,
         }
     }
 }
@@ -49,6 +57,13 @@ impl MessagingSettings {
         category
             .is_some_and(|c| self.quiet_categories.contains(&c))
             .then_some(q)
+    }
+
+    /// The answer to a HELP text from a client of `business_name`.
+    pub fn help_answer(&self, business_name: &str) -> String {
+        self.help_text
+            .clone()
+            .unwrap_or_else(|| format!("{business_name}: reply STOP to unsubscribe."))
     }
 }
 
@@ -73,6 +88,8 @@ pub async fn get(db: &impl ConnectionTrait, business_id: i64) -> Result<Messagin
             .collect(),
         opt_out_keywords: strings(&r.opt_out_keywords),
         opt_in_keywords: strings(&r.opt_in_keywords),
+        help_keywords: strings(&r.help_keywords),
+        help_text: r.help_text,
     })
 }
 
@@ -96,6 +113,8 @@ pub async fn put(
         )),
         opt_out_keywords: Set(serde_json::json!(s.opt_out_keywords)),
         opt_in_keywords: Set(serde_json::json!(s.opt_in_keywords)),
+        help_keywords: Set(serde_json::json!(s.help_keywords)),
+        help_text: Set(s.help_text.clone()),
         updated_at: Set(now),
     })
     .on_conflict(
@@ -106,6 +125,8 @@ pub async fn put(
                 row::Column::QuietCategories,
                 row::Column::OptOutKeywords,
                 row::Column::OptInKeywords,
+                row::Column::HelpKeywords,
+                row::Column::HelpText,
                 row::Column::UpdatedAt,
             ])
             .to_owned(),

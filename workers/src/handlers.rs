@@ -149,6 +149,14 @@ async fn process_inbound(ctx: &Ctx, inbound: &Inbound) -> Result<(), JobError> {
                 keyword = ?received.keyword,
                 "inbound SMS"
             );
+            if let Some(answer) = received.help_answer {
+                // Queued again on a re-run: the send finds it recorded, and sent if it was.
+                let request_id = answer.batch.request_id.clone();
+                ctx.producer
+                    .enqueue(&[jobs::Job::SendSms(answer)], &request_id, None)
+                    .await
+                    .map_err(|e| JobError::Transient(format!("queueing the HELP answer: {e}")))?;
+            }
         }
         Inbound::Message(m) => {
             let recorded = entities::inbound::process_message(&ctx.db, m)

@@ -31,6 +31,8 @@ pub struct Ctx {
     /// The database steps that concurrent jobs share a transaction for.
     batches: Batches,
     quiet: quiet::QuietRules,
+    /// For jobs that make jobs (the answer to a HELP text).
+    producer: jobs::Producer,
 }
 
 #[derive(Clone, Debug)]
@@ -61,13 +63,15 @@ pub async fn run(
     opts: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkersError> {
-    let batches = Batches::new(&db, jobs::Producer::new(queue.clone()), opts.batch);
+    let producer = jobs::Producer::new(queue.clone());
+    let batches = Batches::new(&db, producer.clone(), opts.batch);
     let ctx = Arc::new(Ctx {
         db,
         policy: opts.policy,
         providers: opts.providers.clone(),
         batches,
         quiet: quiet::QuietRules::default(),
+        producer,
     });
     // Consumer names are unique per process so a restarted process never inherits a dead
     // one's deliveries silently; those are taken over after the visibility timeout.

@@ -1,4 +1,4 @@
-//! A business's messaging rules: quiet hours and the SMS keywords it honours. No row means
+//! A business's messaging rules: quiet hours, the SMS keywords it honours and its HELP answer. No row means
 //! the defaults (`settings::MessagingSettings::default`).
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,9 @@ pub struct Model {
     /// Whole-message SMS keywords, upper case (JSON lists).
     pub opt_out_keywords: Json,
     pub opt_in_keywords: Json,
+    pub help_keywords: Json,
+    /// The answer to a HELP text; None: "<business name>: reply STOP to unsubscribe."
+    pub help_text: Option<String>,
     pub updated_at: DateTimeUtc,
 }
 

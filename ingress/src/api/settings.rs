@@ -1,5 +1,5 @@
-//! A business's messaging settings: quiet hours and the SMS keywords it honours. API keys
-//! only (the platform's, or the business's own).
+//! A business's messaging settings: quiet hours, the SMS keywords it honours and its HELP
+//! answer. API keys only (the platform's, or the business's own).
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -39,6 +39,10 @@ fn default_opt_in() -> Vec<String> {
     MessagingSettings::default().opt_in_keywords
 }
 
+fn default_help() -> Vec<String> {
+    MessagingSettings::default().help_keywords
+}
+
 /// Quiet hours hold back messages of `quiet_hours_categories` sent inside them: each is
 /// recorded `scheduled` for the period's end. Keywords are matched against a whole inbound
 /// text, any case, spaces and punctuation around it ignored. A field left out takes its
@@ -58,10 +62,20 @@ pub struct MessagingSettingsBody {
     #[serde(default = "default_opt_in")]
     #[oai(default = "default_opt_in")]
     pub opt_in_keywords: Vec<String>,
+    /// A text that is one of these is answered with `help_text` (once per number a day).
+    #[serde(default = "default_help")]
+    #[oai(default = "default_help")]
+    pub help_keywords: Vec<String>,
+    /// 1 to 320 characters; null: "<business name>: reply STOP to unsubscribe."
+    #[serde(default)]
+    #[oai(nullable)]
+    pub help_text: Option<String>,
 }
 
 const MAX_KEYWORDS: usize = 50;
 const MAX_KEYWORD_CHARS: usize = 40;
+/// Two SMS segments.
+const MAX_HELP_CHARS: usize = 320;
 
 impl Validate for MessagingSettingsBody {
     fn validate(&mut self, c: &mut Checker) {
@@ -81,10 +95,14 @@ impl Validate for MessagingSettingsBody {
                 }
             });
         }
+        if let Some(text) = &self.help_text {
+            c.length("help_text", text.trim(), 1, MAX_HELP_CHARS);
+        }
         let mut seen = std::collections::HashSet::new();
         for (field, list) in [
             ("opt_out_keywords", &mut self.opt_out_keywords),
             ("opt_in_keywords", &mut self.opt_in_keywords),
+            ("help_keywords", &mut self.help_keywords),
         ] {
             c.count(field, list.len(), 1, MAX_KEYWORDS);
             c.at(field, |c| {
@@ -116,6 +134,8 @@ impl MessagingSettingsBody {
             quiet_hours_categories: s.quiet_categories,
             opt_out_keywords: s.opt_out_keywords,
             opt_in_keywords: s.opt_in_keywords,
+            help_keywords: s.help_keywords,
+            help_text: s.help_text,
         }
     }
 
@@ -131,6 +151,8 @@ impl MessagingSettingsBody {
             quiet_categories: categories,
             opt_out_keywords: self.opt_out_keywords,
             opt_in_keywords: self.opt_in_keywords,
+            help_keywords: self.help_keywords,
+            help_text: self.help_text.map(|t| t.trim().to_owned()),
         }
     }
 }

@@ -4,13 +4,16 @@
 //! - push: XADD. fetch: XREADGROUP with BLOCK, so an idle worker sees a new job at once.
 //! - A delivery stays in the group's pending list until settled; XAUTOCLAIM hands deliveries
 //!   idle past the visibility timeout (their worker died) to a live consumer.
-//! - Settling is one MULTI: XACK + XDEL, and for a retry a ZADD to the type's delayed set,
+//! - Settling is one MULTI: XACK + XDEL, and for a retry (or a job not due yet) a ZADD to the
+//!   type's delayed set,
 //!   for a burial an HSET into its dead-letter hash. So a job is always in exactly one place.
 //! - Due retries move from the delayed set back to the stream in bounded batches (a Lua
 //!   script with a LIMIT), never all at once, so any backlog drains.
 //!
 //! The dead-letter hash's listing, replay and drain are in [`dead`].
 mod dead;
+mod keys;
+mod scripts;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,33 +25,12 @@ use redis::{AsyncCommands, AsyncConnectionConfig, Script, Value};
 
 use crate::queue::{DeadJob, DeadPage, DeadSelector, JobQueue, QueueStats};
 use crate::{Delivery, Envelope, JobType, QueueError, now_ms};
+use keys::Keys;
+use scripts::{PROMOTE, PUSH};
 
 const GROUP: &str = "omega";
 /// Due retries moved to the stream per fetch.
 const PROMOTE_BATCH: usize = 1000;
-
-const PROMOTE: &str = r"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, m in ipairs(due) do
-  redis.call('XADD', KEYS[2], '*', 'e', m)
-  redis.call('ZREM', KEYS[1], m)
-end
-local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #nxt == 0 then return {#due, -1} end
-return {#due, tonumber(nxt[2])}
-";
-
-/// Appends one envelope per key, all at once, unless the server's clock is past ARGV[1].
-const PUSH: &str = r"
-local t = redis.call('TIME')
-if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[1]) then
-  return 0
-end
-for i, key in ipairs(KEYS) do
-  redis.call('XADD', key, '*', 'e', ARGV[i + 1])
-end
-return 1
-";
 
 pub struct RedisQueue {
     client: redis::Client,
@@ -62,16 +44,6 @@ pub struct RedisQueue {
     push: Script,
     replay: Script,
     drain: Script,
-}
-
-struct Keys {
-    stream: String,
-    delayed: String,
-    dead: String,
-    dead_env: String,
-    dead_idx: String,
-    claims: String,
-    done: String,
 }
 
 impl RedisQueue {
@@ -109,17 +81,7 @@ impl RedisQueue {
     }
 
     fn keys(&self, t: JobType) -> Keys {
-        // The hash tag keeps one type's keys in one slot, so scripts and MULTI work on a cluster.
-        let base = format!("{{{}:{}}}", self.prefix, t.as_str());
-        Keys {
-            stream: format!("{base}:stream"),
-            delayed: format!("{base}:delayed"),
-            dead: format!("{base}:dead"),
-            dead_env: format!("{base}:dead_env"),
-            dead_idx: format!("{base}:dead_idx"),
-            claims: format!("{base}:claims"),
-            done: format!("{base}:done"),
-        }
+        Keys::of(&self.prefix, t)
     }
 
     async fn ensure_groups(&self) -> Result<(), QueueError> {

@@ -127,13 +127,25 @@ pub async fn of_addresses(
     phone: Option<&str>,
     email: Option<&str>,
 ) -> Result<Vec<row::Model>> {
+    let kept: Vec<(&'static str, String)> = [(Channel::Sms, phone), (Channel::Email, email)]
+        .into_iter()
+        .filter_map(|(channel, address)| {
+            Some((consent_channel(channel)?, normalized(channel, address?)))
+        })
+        .collect();
+    of_kept(db, business_id, &kept).await
+}
+
+/// The consent records of addresses as consent keeps them: `(sms|email, normalized address)`.
+pub async fn of_kept(
+    db: &impl ConnectionTrait,
+    business_id: i64,
+    addresses: impl IntoIterator<Item = &(&'static str, String)>,
+) -> Result<Vec<row::Model>> {
     let mut found = Vec::new();
-    for (channel, address) in [(Channel::Sms, phone), (Channel::Email, email)] {
-        let (Some(kind), Some(address)) = (consent_channel(channel), address) else {
-            continue;
-        };
+    for (kind, address) in addresses {
         found.extend(
-            row::Entity::find_by_id((business_id, kind.to_owned(), normalized(channel, address)))
+            row::Entity::find_by_id((business_id, (*kind).to_owned(), address.clone()))
                 .one(db)
                 .await?,
         );

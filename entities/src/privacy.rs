@@ -134,24 +134,8 @@ pub async fn records(
             })
             .collect(),
     };
-    found.address_consents = address_consents(db, business_id, &found.addresses()).await?;
+    found.address_consents = consent::of_kept(db, business_id, &found.addresses()).await?;
     Ok(Some(found))
-}
-
-async fn address_consents(
-    db: &impl ConnectionTrait,
-    business_id: i64,
-    addresses: &BTreeSet<(&'static str, String)>,
-) -> Result<Vec<address_consent::Model>> {
-    let mut found = Vec::new();
-    for (kind, address) in addresses {
-        found.extend(
-            address_consent::Entity::find_by_id((business_id, (*kind).to_owned(), address.clone()))
-                .one(db)
-                .await?,
-        );
-    }
-    Ok(found)
 }
 
 /// What an erasure removed (and kept), as anonymous counts.

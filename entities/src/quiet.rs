@@ -18,6 +18,11 @@ pub fn parse_time(s: &str) -> Option<NaiveTime> {
     (s.len() == 5).then_some(t)
 }
 
+/// The form `parse_time` reads.
+pub fn format_time(t: NaiveTime) -> String {
+    t.format("%H:%M").to_string()
+}
+
 impl QuietHours {
     /// None unless both times are `HH:MM` and differ.
     pub fn parse(start: &str, end: &str) -> Option<QuietHours> {

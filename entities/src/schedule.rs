@@ -41,7 +41,13 @@ pub async fn release(
     message_id: i64,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    move_if_scheduled(db, message_id, MessageStatus::Queued, "schedule", now).await
+    let release = Move {
+        from: MessageStatus::Scheduled,
+        to: MessageStatus::Queued,
+        scheduled_at: None,
+        source: "schedule",
+    };
+    release.apply(db, message_id, now).await
 }
 
 /// Holds a queued message back until `until` (quiet hours): `scheduled` at that time, with a
@@ -52,53 +58,50 @@ pub async fn hold(
     until: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    let moved = message::Entity::update_many()
-        .col_expr(
-            message::Column::Status,
-            Expr::value(MessageStatus::Scheduled.as_str()),
-        )
-        .col_expr(message::Column::ScheduledAt, Expr::value(until))
-        .col_expr(message::Column::UpdatedAt, Expr::value(now))
-        .filter(message::Column::Id.eq(message_id))
-        .filter(message::Column::Status.eq(MessageStatus::Queued.as_str()))
-        .exec(db)
-        .await?
-        .rows_affected;
-    if moved == 1 {
-        crate::events::append_event(
-            db,
-            message_id,
-            MessageStatus::Scheduled,
-            None,
-            "quiet_hours",
-            now,
-        )
-        .await?;
-    }
-    Ok(moved == 1)
+    let hold = Move {
+        from: MessageStatus::Queued,
+        to: MessageStatus::Scheduled,
+        scheduled_at: Some(until),
+        source: "quiet_hours",
+    };
+    hold.apply(db, message_id, now).await
 }
 
-/// Moves a message to `to` only if it is still `scheduled` (the test is in the UPDATE itself,
-/// so a cancel and a release of the same message cannot both happen), with a history entry.
-async fn move_if_scheduled(
-    db: &impl ConnectionTrait,
-    message_id: i64,
+/// A status change made only from one status: the test is in the UPDATE itself, so of a
+/// cancel and a release (or a hold) of the same message only one can happen.
+struct Move {
+    from: MessageStatus,
     to: MessageStatus,
-    source: &str,
-    now: DateTime<Utc>,
-) -> Result<bool> {
-    let moved = message::Entity::update_many()
-        .col_expr(message::Column::Status, Expr::value(to.as_str()))
-        .col_expr(message::Column::UpdatedAt, Expr::value(now))
-        .filter(message::Column::Id.eq(message_id))
-        .filter(message::Column::Status.eq(MessageStatus::Scheduled.as_str()))
-        .exec(db)
-        .await?
-        .rows_affected;
-    if moved == 1 {
-        crate::events::append_event(db, message_id, to, None, source, now).await?;
+    /// Set as the message's `scheduled_at` when given.
+    scheduled_at: Option<DateTime<Utc>>,
+    /// Who made it, for the history entry.
+    source: &'static str,
+}
+
+impl Move {
+    async fn apply(
+        &self,
+        db: &impl ConnectionTrait,
+        message_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut update = message::Entity::update_many()
+            .col_expr(message::Column::Status, Expr::value(self.to.as_str()))
+            .col_expr(message::Column::UpdatedAt, Expr::value(now));
+        if let Some(at) = self.scheduled_at {
+            update = update.col_expr(message::Column::ScheduledAt, Expr::value(at));
+        }
+        let moved = update
+            .filter(message::Column::Id.eq(message_id))
+            .filter(message::Column::Status.eq(self.from.as_str()))
+            .exec(db)
+            .await?
+            .rows_affected;
+        if moved == 1 {
+            crate::events::append_event(db, message_id, self.to, None, self.source, now).await?;
+        }
+        Ok(moved == 1)
     }
-    Ok(moved == 1)
 }
 
 /// What a cancel found.
@@ -184,7 +187,13 @@ async fn cancel_ids(
 ) -> Result<Vec<i64>> {
     let mut canceled = Vec::new();
     for &id in ids {
-        if move_if_scheduled(db, id, MessageStatus::Canceled, "api", now).await? {
+        let cancel = Move {
+            from: MessageStatus::Scheduled,
+            to: MessageStatus::Canceled,
+            scheduled_at: None,
+            source: "api",
+        };
+        if cancel.apply(db, id, now).await? {
             canceled.push(id);
         }
     }

@@ -100,7 +100,7 @@ pub async fn put(
     s: &MessagingSettings,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let time = |t: chrono::NaiveTime| t.format("%H:%M").to_string();
+    let time = crate::quiet::format_time;
     row::Entity::insert(row::ActiveModel {
         business_id: Set(business_id),
         quiet_start: Set(s.quiet_hours.map(|q| time(q.start))),

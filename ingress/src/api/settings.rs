@@ -125,7 +125,7 @@ impl Validate for MessagingSettingsBody {
 
 impl MessagingSettingsBody {
     fn from_settings(s: MessagingSettings) -> Self {
-        let time = |t: chrono::NaiveTime| t.format("%H:%M").to_string();
+        let time = entities::quiet::format_time;
         MessagingSettingsBody {
             quiet_hours: s.quiet_hours.map(|q| QuietPeriod {
                 start: time(q.start),

@@ -66,6 +66,48 @@ def wrk(lua_text, url, connections, duration, pid):
 TWILIO_ACCOUNT = "AC00000000000000000000000000000bench"
 TWILIO_TOKEN = "bench-auth-token-0123456789"
 
+PLATFORM_KEY = "omk_benchplatformkey000000000000"
+
+def bench_env(db, prefix, platform=PLATFORM_KEY):
+    """The environment of every omega process of a benchmark on Postgres + Redis."""
+    return dict(os.environ, OMEGA_DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}",
+                OMEGA_REDIS_URL="redis://127.0.0.1:6379", OMEGA_REDIS_PREFIX=prefix,
+               OMEGA_SECRET_KEY="MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=",
+               OMEGA_BOOTSTRAP_PLATFORM_KEY=platform, RUST_LOG="warn", OMEGA_DB_MAX_CONNECTIONS="32",
+               # Webhooks are signed with this account; sends still go to the sandbox.
+               OMEGA_TWILIO_ACCOUNT_SID=TWILIO_ACCOUNT, OMEGA_TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
+               OMEGA_DEFAULT_SMS_PROVIDER="sandbox", OMEGA_PUBLIC_URL="http://omega.bench",
+               # One business is the whole load here: its limits are set far above what this
+               # machine can reach, so each request still pays for its bucket check (in
+               # Redis) but none is refused.
+               OMEGA_RATE_LIMIT_SEND="10000000", OMEGA_RATE_LIMIT_WRITE="10000000",
+               OMEGA_RATE_LIMIT_READ="10000000")
+
+def onboard_bench_business(binary, env, base, platform=PLATFORM_KEY, clients=1000):
+    """Onboards business 1 (one location, `clients` clients with numbers +14152000001…) with
+    a worker run briefly; its new API key."""
+    onboard = {"business_id": 1, "name": "Bench", "timezone": "UTC",
+               "locations": [{"id": 1, "name": "Main", "phone_number": "+14155550100"}],
+               "staff": [], "clients": [{"id": c, "phone": f"+1415{2000000 + c:07d}", "client_type": "client",
+                                         "location_id": 1, "sms_opt_in": True, "email_opt_in": True} for c in range(1, clients + 1)]}
+    call(f"{base}/business/onboard", platform, onboard)
+    # Onboarding needs a worker; run one briefly.
+    w = subprocess.Popen([binary, "worker"], env=env)
+    for _ in range(600):
+        if call(f"{base}/business/1/onboarding-status", platform, method="GET")["status"] == "completed":
+            break
+        time.sleep(0.1)
+    w.terminate(); w.wait()
+    return sh(f"{binary} keys create --business 1 --name bench", env=env).strip()
+
+def tear_down(procs, db, prefix):
+    """Stops the processes and drops the run's database and Redis keys."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate(); p.wait()
+    subprocess.run(f"psql -h 127.0.0.1 -U postgres -qc 'DROP DATABASE IF EXISTS {db} WITH (FORCE)'", shell=True)
+    subprocess.run(f"redis-cli --scan --pattern '{{{prefix}:*' | xargs -r redis-cli del > /dev/null", shell=True)
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", default="15s")
@@ -77,20 +119,9 @@ def main():
     binary = os.path.abspath("target/release/omega")
     db = f"omega_bench_{os.getpid()}"
     prefix = f"bench-{os.getpid()}"
-    platform = "omk_benchplatformkey000000000000"
+    platform = PLATFORM_KEY
     sh(f"psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE {db}'")
-    env = dict(os.environ, OMEGA_DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}",
-               OMEGA_REDIS_URL="redis://127.0.0.1:6379", OMEGA_REDIS_PREFIX=prefix,
-               OMEGA_SECRET_KEY="MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=",
-               OMEGA_BOOTSTRAP_PLATFORM_KEY=platform, RUST_LOG="warn", OMEGA_DB_MAX_CONNECTIONS="32",
-               # Webhooks are signed with this account; sends still go to the sandbox.
-               OMEGA_TWILIO_ACCOUNT_SID=TWILIO_ACCOUNT, OMEGA_TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
-               OMEGA_DEFAULT_SMS_PROVIDER="sandbox", OMEGA_PUBLIC_URL="http://omega.bench",
-               # One business is the whole load here: its limits are set far above what this
-               # machine can reach, so each request still pays for its bucket check (in
-               # Redis) but none is refused.
-               OMEGA_RATE_LIMIT_SEND="10000000", OMEGA_RATE_LIMIT_WRITE="10000000",
-               OMEGA_RATE_LIMIT_READ="10000000")
+    env = bench_env(db, prefix, platform)
     procs = []
     try:
         sh(f"{binary} migrate", env=env)
@@ -99,19 +130,7 @@ def main():
         procs.append(ingress)
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/health")
-        onboard = {"business_id": 1, "name": "Bench", "timezone": "UTC",
-                   "locations": [{"id": 1, "name": "Main", "phone_number": "+14155550100"}],
-                   "staff": [], "clients": [{"id": c, "phone": f"+1415{2000000 + c:07d}", "client_type": "client",
-                                             "location_id": 1, "sms_opt_in": True, "email_opt_in": True} for c in range(1, 1001)]}
-        call(f"{base}/business/onboard", platform, onboard)
-        # Onboarding needs a worker; run one briefly.
-        w = subprocess.Popen([binary, "worker"], env=env)
-        for _ in range(600):
-            if call(f"{base}/business/1/onboarding-status", platform, method="GET")["status"] == "completed":
-                break
-            time.sleep(0.1)
-        w.terminate(); w.wait()
-        key = sh(f"{binary} keys create --business 1 --name bench", env=env).strip()
+        key = onboard_bench_business(binary, env, base, platform)
 
         # 1. Ingress accept rate.
         body = json.dumps({"category": "reminder", "location_id": 1, "messages": [{"client_id": 1, "to_number": "+14152000001", "message": "Your appointment is tomorrow at 3pm"}]})
@@ -186,11 +205,7 @@ def main():
         if args.backlog:
             run_batch(args.backlog, f"backlog then {args.workers} workers", True)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate(); p.wait()
-        subprocess.run(f"psql -h 127.0.0.1 -U postgres -qc 'DROP DATABASE IF EXISTS {db} WITH (FORCE)'", shell=True)
-        subprocess.run(f"redis-cli --scan --pattern '{{{prefix}:*' | xargs -r redis-cli del > /dev/null", shell=True)
+        tear_down(procs, db, prefix)
 
 if __name__ == "__main__":
     main()

@@ -205,6 +205,7 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
         let settings = ingress::Settings {
             public_url: config.public_url.clone(),
             sealer: entities::secrets::Sealer::new(secret),
+            unsubscribe: entities::unsubscribe::Tokens::new(secret),
             twilio: config.twilio.clone(),
             email_webhooks: email_webhooks(&config)?,
             deadlines: config.deadlines,
@@ -240,6 +241,10 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
         });
     }
     if role != Role::Ingress {
+        let secret = config
+            .secret_key
+            .as_deref()
+            .context("the secret key is set by prepare()")?;
         tasks.spawn({
             let (db, queue, stop) = (db.clone(), queue.clone(), stopped(stop_rx.clone()));
             let (retention, every) = (config.retention, config.sweep_every);
@@ -270,14 +275,10 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
                 default_sms: config.default_sms_provider,
                 default_email: config.default_email_provider,
                 credentials: Arc::new(entities::credentials::CredentialStore::new(
-                    entities::secrets::Sealer::new(
-                        config
-                            .secret_key
-                            .as_deref()
-                            .context("the secret key is set by prepare()")?,
-                    ),
+                    entities::secrets::Sealer::new(secret),
                 )),
                 lookups: Default::default(),
+                unsubscribe: entities::unsubscribe::Tokens::new(secret),
             },
         };
         let (db, queue, signal) = (db.clone(), queue.clone(), stopped(stop_rx.clone()));

@@ -50,6 +50,10 @@ const SIGNED: &[&str] = &[
     "/email/webhooks/{provider}",
 ];
 
+/// Routes whose credential is a token in the path (RFC 8058 unsubscribe links): whatever
+/// key or session comes with it, a token omega did not issue is 404.
+const TOKEN: &[&str] = &["/unsubscribe/{token}"];
+
 /// A body the operation would accept from an authorised caller, so that what is tested is
 /// the authorisation and not the validation.
 fn body_for(path: &str) -> Value {
@@ -101,6 +105,7 @@ fn concrete(path: &str) -> String {
         .replace("{id}", "1")
         .replace("{message_id}", "1")
         .replace("{provider}", "sendgrid")
+        .replace("{token}", "not-a-token")
         + query
 }
 
@@ -179,6 +184,19 @@ async fn every_route_refuses_bad_credentials(d: Deployment) {
                 .is_some_and(|s| !s.is_empty());
             if PUBLIC.contains(&path.as_str()) {
                 assert!(!secured, "{path} is documented as public");
+                continue;
+            }
+            if TOKEN.contains(&path.as_str()) {
+                assert!(!secured, "{path} is authenticated by its token, not a key");
+                for cred in [
+                    Cred::None,
+                    Cred::Key(PLATFORM_KEY),
+                    Cred::Cookie(&own_session),
+                ] {
+                    let (status, _) = call(&app, method, path, cred).await;
+                    assert_eq!(status, 404, "{method} {path} with a token not issued");
+                }
+                checked += 1;
                 continue;
             }
             let signed = SIGNED.contains(&path.as_str());

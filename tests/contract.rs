@@ -98,7 +98,7 @@ async fn provider_requests_match_the_providers_api_descriptions() {
         .json()
         .await
         .unwrap();
-    let email = json!({"category": "transactional", "from_email": "desk@spa.example.com", "from_name": "Serenity", "reply_to": "help@spa.example.com", "messages": [
+    let email = json!({"category": "campaign", "from_email": "desk@spa.example.com", "from_name": "Serenity", "reply_to": "help@spa.example.com", "messages": [
         {"client_id": 5, "to_email": "grace@example.com", "subject": "Your visit", "content": {"text": "Thanks", "html": "<p>Thanks</p>"},
          "cc_email": ["cc@example.com"], "bcc_email": ["bcc@example.com"],
          "attachments": [{"content": "aGVsbG8=", "content_type": "text/plain", "filename": "a.txt"}]}

@@ -326,5 +326,24 @@ async fn help_is_answered_once_a_day(d: Deployment) {
         answer_to(&app, "SM13").await.is_none(),
         "HELP is not this business's keyword any more"
     );
+
+    // A number that opted out still gets its answer (carriers require it); nothing else.
+    let gone = "+14155550125";
+    text_from(&app, gone, "SM20", "STOP").await;
+    wait_for("the opt-out", Duration::from_secs(20), || async {
+        let n = app
+            .count("SELECT COUNT(*) FROM address_consents WHERE opted_out = true")
+            .await;
+        (n == 1).then_some(())
+    })
+    .await;
+    text_from(&app, gone, "SM21", "aide").await;
+    let answer = wait_for("the answer", Duration::from_secs(20), || async {
+        answer_to(&app, "SM21")
+            .await
+            .filter(|m| m.status == "delivered")
+    })
+    .await;
+    assert_eq!(answer.to_addr.as_deref(), Some(gone));
 }
 both_deployments!(help, help_is_answered_once_a_day);

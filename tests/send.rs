@@ -280,17 +280,7 @@ fn urlencode(s: &str) -> String {
 }
 
 async fn mock(route: Route, seen: Seen) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    let app = route.data(seen);
-    tokio::spawn(poem::Server::new(poem::listener::TcpListener::bind(addr.to_string())).run(app));
-    let base = format!("http://{addr}");
-    wait_for("the mock to listen", Duration::from_secs(5), || async {
-        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-    })
-    .await;
-    base
+    common::serve_mock(route.data(seen)).await
 }
 
 /// An omega (onboarded business 1) whose Twilio account is a local mock serving `endpoint`.
@@ -826,7 +816,8 @@ async fn smtp_relays_mail_and_refusals_fail_the_message() {
     sandbox.set("OMEGA_SMTP_URL", &url);
     let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
     app.onboard(1).await;
-    let body = json!({"category": "transactional", "from_email": "desk@spa.example", "from_name": "Serenity", "messages": [
+    // Campaign mail: it carries the one-click unsubscribe headers (RFC 8058).
+    let body = json!({"category": "campaign", "from_email": "desk@spa.example", "from_name": "Serenity", "messages": [
         {"client_id": 5, "to_email": "grace@example.com", "subject": "Your visit", "content": {"text": "Thanks", "html": "<b>Thanks</b>"},
          "attachments": [{"content": "aGVsbG8=", "content_type": "text/plain", "filename": "a.txt"}]},
         {"client_id": 5, "to_email": "nobody@example.com", "subject": "x", "content": {"text": "x"}}
@@ -858,6 +849,8 @@ async fn smtp_relays_mail_and_refusals_fail_the_message() {
         "Thanks",
         "<b>Thanks</b>",
         "a.txt",
+        "List-Unsubscribe: <http://127.0.0.1:8080/unsubscribe/",
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
     ] {
         assert!(mail.contains(needle), "{needle} missing from\n{mail}");
     }

@@ -94,7 +94,8 @@ pub async fn record_call(db: &DatabaseConnection, call: &CallRecord) -> Result<b
         TryInsertResult::Inserted(res) => res.last_insert_id,
         TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(false),
     };
-    crate::events::append_event(&txn, message_id, status, None, "provider", call.at).await?;
+    crate::status_history::append_event(&txn, message_id, status, None, "provider", call.at)
+        .await?;
     touch_conversation(
         &txn,
         conversation.id,

@@ -13,6 +13,18 @@ use crate::{Result, business, message};
 /// One answer per number per this long.
 pub const ANSWER_EVERY: Duration = Duration::hours(24);
 
+/// Answers' request ids start with this (a producer's request id is a UUID).
+const REQUEST_PREFIX: &str = "help:";
+
+/// Whether a send is the answer to a HELP text. Carriers (CTIA) require HELP to be answered
+/// whatever the number's opt-in status, so consent does not hold it back; nothing else is
+/// exempt.
+pub fn is_answer(batch: &RecordBatch) -> bool {
+    batch.sender_type == UserType::System
+        && batch.category == Some(MessageCategory::System)
+        && batch.request_id.starts_with(REQUEST_PREFIX)
+}
+
 /// The help text that asked, as the answer needs it.
 pub struct Asked<'a> {
     pub business_id: i64,
@@ -34,7 +46,7 @@ pub async fn answer(
     settings: &MessagingSettings,
     now: DateTime<Utc>,
 ) -> Result<Option<SendJob>> {
-    let request_id = format!("help:{}", asked.message_sid);
+    let request_id = format!("{REQUEST_PREFIX}{}", asked.message_sid);
     let made = message::Entity::find()
         .filter(message::Column::BusinessId.eq(asked.business_id))
         .filter(message::Column::RequestId.eq(request_id.as_str()))
@@ -47,7 +59,7 @@ pub async fn answer(
             .filter(message::Column::Channel.eq(Channel::Sms.as_str()))
             .filter(message::Column::Direction.eq(Direction::Outbound.as_str()))
             .filter(message::Column::ToAddr.eq(asked.from))
-            .filter(message::Column::RequestId.starts_with("help:"))
+            .filter(message::Column::RequestId.starts_with(REQUEST_PREFIX))
             .filter(message::Column::CreatedAt.gte(now - ANSWER_EVERY))
             .count(txn)
             .await?;

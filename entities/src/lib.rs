@@ -10,7 +10,6 @@ pub mod credentials;
 pub mod db;
 pub mod directory;
 mod error;
-pub mod events;
 pub mod help;
 pub mod idempotency;
 pub mod inbound;
@@ -33,7 +32,9 @@ pub mod senders;
 pub mod sessions;
 pub mod settings;
 pub mod status;
+pub mod status_history;
 pub mod types;
+pub mod unsubscribe;
 
 pub use error::{Error, Result};
 pub use model::*;

@@ -185,10 +185,10 @@ async fn settle_in(
                 .error
                 .clone()
                 .map(|(code, reason)| (Some(code), Some(reason)));
-            crate::events::event_row(s.message_id, s.status, error, "worker", now, now)
+            crate::status_history::event_row(s.message_id, s.status, error, "worker", now, now)
         })
         .collect();
-    crate::events::insert_events(db, events).await
+    crate::status_history::insert_events(db, events).await
 }
 
 /// Failure codes that retrying cannot fix (the recipient, not the moment, is the problem).
@@ -285,7 +285,7 @@ pub async fn requeue(db: &DatabaseConnection, msg: message::Model) -> Result<Opt
     if taken.rows_affected == 0 {
         return Ok(None);
     }
-    crate::events::append_event(
+    crate::status_history::append_event(
         &txn,
         id,
         MessageStatus::Queued,

@@ -210,7 +210,7 @@ pub async fn record_in(
     let mut touches = Vec::with_capacity(slots.len());
     for (s, m) in slots.iter().zip(&inserted) {
         let Some(m) = m else { continue };
-        events.push(crate::events::event_row(
+        events.push(crate::status_history::event_row(
             m.id,
             s.item.status,
             None,
@@ -226,7 +226,7 @@ pub async fn record_in(
             inbound: s.batch.direction == Direction::Inbound,
         });
     }
-    crate::events::insert_events(db, events).await?;
+    crate::status_history::insert_events(db, events).await?;
     touch_conversations(db, &touches).await?;
 
     // The rest were recorded before: by an earlier run of the same request slot, by the

@@ -98,7 +98,8 @@ impl Move {
             .await?
             .rows_affected;
         if moved == 1 {
-            crate::events::append_event(db, message_id, self.to, None, self.source, now).await?;
+            crate::status_history::append_event(db, message_id, self.to, None, self.source, now)
+                .await?;
         }
         Ok(moved == 1)
     }

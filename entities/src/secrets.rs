@@ -29,7 +29,21 @@ impl Sealer {
         }
     }
 
+    /// A key of its own for one purpose (another kind of token than credentials), derived
+    /// from the same configured secret.
+    pub fn for_purpose(secret: &[u8], purpose: &str) -> Self {
+        let mut keyed = secret.to_vec();
+        keyed.extend(b"\0omega:");
+        keyed.extend(purpose.as_bytes());
+        Sealer::new(&keyed)
+    }
+
     pub fn seal(&self, plain: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.seal_bytes(plain))
+    }
+
+    /// The nonce followed by the ciphertext and its tag.
+    pub fn seal_bytes(&self, plain: &[u8]) -> Vec<u8> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let sealed = self
             .cipher
@@ -37,13 +51,17 @@ impl Sealer {
             .expect("encryption of a small buffer cannot fail");
         let mut out = nonce.to_vec();
         out.extend(sealed);
-        base64::engine::general_purpose::STANDARD.encode(out)
+        out
     }
 
     pub fn open(&self, sealed: &str) -> Result<Vec<u8>> {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(sealed)
             .map_err(|_| Error::Corrupt("sealed secret is not base64".into()))?;
+        self.open_bytes(&raw)
+    }
+
+    pub fn open_bytes(&self, raw: &[u8]) -> Result<Vec<u8>> {
         if raw.len() <= NONCE {
             return Err(Error::Corrupt("sealed secret is too short".into()));
         }

@@ -119,7 +119,7 @@ async fn apply_in(
         .filter_map(|i| {
             let (m, r) = (found[i].as_ref()?, reports[i]);
             let current = m.status.parse().unwrap_or(MessageStatus::Queued);
-            let mut event = crate::events::event_row(
+            let mut event = crate::status_history::event_row(
                 m.id,
                 r.status.unwrap_or(current),
                 Some((r.error_code.clone(), r.error_message.clone())),

@@ -82,7 +82,7 @@ enum Gate {
 
 fn gate(path: &str) -> Gate {
     const PUBLIC: [&str; 4] = ["/health", "/health/db", "/metrics", "/openapi.json"];
-    const PUBLIC_UNDER: [&str; 3] = ["/docs", "/twilio/", "/email/webhooks/"];
+    const PUBLIC_UNDER: [&str; 4] = ["/docs", "/twilio/", "/email/webhooks/", "/unsubscribe/"];
     if PUBLIC.contains(&path)
         || path == "/voice-calls/twiml"
         || PUBLIC_UNDER.iter().any(|p| path.starts_with(p))
@@ -312,6 +312,7 @@ mod tests {
     fn paths_are_gated_by_what_they_name() {
         assert_eq!(gate("/health"), Gate::Public);
         assert_eq!(gate("/twilio/sms/incoming"), Gate::Public);
+        assert_eq!(gate("/unsubscribe/abc"), Gate::Public);
         assert_eq!(gate("/email/webhooks/sendgrid"), Gate::Public);
         assert_eq!(gate("/businesses/7/sms/send"), Gate::Business(7));
         assert_eq!(gate("/business/7/onboarding-status"), Gate::Business(7));

@@ -17,6 +17,8 @@ pub struct Settings {
     pub public_url: String,
     /// Seals provider credentials with the service's secret key.
     pub sealer: entities::secrets::Sealer,
+    /// Opens the one-click unsubscribe tokens that workers put in bulk email.
+    pub unsubscribe: entities::unsubscribe::Tokens,
     /// The global Twilio account, if configured.
     pub twilio: Option<entities::credentials::TwilioCredentials>,
     /// How each email provider's webhooks are authenticated (unset: refused).

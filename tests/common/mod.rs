@@ -471,3 +471,19 @@ pub fn twilio_sign(token: &str, url: &str, params: &[(&str, &str)]) -> String {
         mac.finalize().into_bytes(),
     )
 }
+
+/// Serves a local mock (a provider's API, a webhook receiver) on a free port until the test
+/// ends; its base URL, once it accepts connections.
+pub async fn serve_mock(endpoint: impl poem::Endpoint + 'static) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    tokio::spawn(
+        poem::Server::new(poem::listener::TcpListener::bind(addr.to_string())).run(endpoint),
+    );
+    wait_for("the mock to listen", Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+    })
+    .await;
+    format!("http://{addr}")
+}

@@ -90,8 +90,10 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
         }
     };
     // The client's own consent, then its address's (a number that texted STOP stays opted
-    // out under every client row).
-    if let Some(reason) = outbound::refusal(&recorded.client, channel).or(address_refusal) {
+    // out under every client row). The answer to HELP alone goes regardless.
+    if !entities::help::is_answer(&job.batch)
+        && let Some(reason) = outbound::refusal(&recorded.client, channel).or(address_refusal)
+    {
         return fail(ctx, msg.id, provider.kind(), "opted_out", &reason).await;
     }
     if let Some(reason) = sender_refusal(ctx, &job, item.from.as_deref(), &provider).await? {
@@ -124,6 +126,7 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
                     "no sender address: give from_email or configure the business's email provider";
                 return fail(ctx, msg.id, provider.kind(), "no_sender", reason).await;
             };
+            let unsubscribe_url = unsubscribe_url(ctx, &job, recorded.client.id, &item.to);
             let email = EmailOut {
                 omega_id: msg.id,
                 from: &from,
@@ -136,6 +139,7 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
                 text: (!item.body.is_empty()).then_some(item.body.as_str()),
                 html: job.html.as_deref(),
                 attachments: &item.attachments,
+                unsubscribe_url: unsubscribe_url.as_deref(),
             };
             let result = provider.send_email(&ctx.providers.clients, &email).await;
             (from, result)
@@ -228,6 +232,21 @@ async fn sender_refusal(
         }
     };
     Ok(verdict.err())
+}
+
+/// The one-click unsubscribe link of bulk email (campaign and automated, the mail Gmail's
+/// and Yahoo's sender rules are about); none on transactional or conversation email.
+fn unsubscribe_url(ctx: &Ctx, job: &SendJob, client_id: i64, to: &str) -> Option<String> {
+    use entities::types::MessageCategory::{Automated, Campaign};
+    use entities::unsubscribe::Subscriber;
+    matches!(job.batch.category, Some(Campaign | Automated)).then(|| {
+        let token = ctx.providers.unsubscribe.issue(&Subscriber {
+            business_id: job.batch.business_id,
+            client_id,
+            address: to.to_owned(),
+        });
+        format!("{}/unsubscribe/{token}", ctx.providers.public_url)
+    })
 }
 
 /// The sending location's number, if it has one.

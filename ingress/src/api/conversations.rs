@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use entities::conversations::{self, list};
 use entities::types::{AssignmentFilterType, Channel, ClientConversationStatus, MessageFilterType};
-use entities::{events, inbox, messages};
+use entities::{inbox, messages, status_history};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -433,7 +433,9 @@ impl ConversationsApi {
         let mut items = Vec::with_capacity(found.items.len());
         for row in found.items {
             let events = match include.0 {
-                Some(MessageInclude::Events) => Some(events::message_events(db, row.id).await?),
+                Some(MessageInclude::Events) => {
+                    Some(status_history::message_events(db, row.id).await?)
+                }
                 None => None,
             };
             items.push(

@@ -1,7 +1,7 @@
 //! Messages by the request that created them.
 use std::sync::Arc;
 
-use entities::{events, messages};
+use entities::{messages, status_history};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
@@ -51,7 +51,9 @@ impl MessagesApi {
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
             let events = match include {
-                Some(MessageInclude::Events) => Some(events::message_events(db, row.id).await?),
+                Some(MessageInclude::Events) => {
+                    Some(status_history::message_events(db, row.id).await?)
+                }
                 None => None,
             };
             messages.push(

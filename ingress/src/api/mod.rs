@@ -25,6 +25,7 @@ pub mod session;
 pub mod settings;
 pub mod status;
 pub mod twilio_hooks;
+pub mod unsubscribe;
 pub mod voice;
 
 use std::sync::Arc;
@@ -90,6 +91,7 @@ pub type Apis = (
         privacy::PrivacyApi,
         schedule::ScheduleApi,
         settings::SettingsApi,
+        unsubscribe::UnsubscribeApi,
     ),
 );
 
@@ -160,7 +162,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
                 schedule::ScheduleApi {
                     state: state.clone(),
                 },
-                settings::SettingsApi { state },
+                settings::SettingsApi {
+                    state: state.clone(),
+                },
+                unsubscribe::UnsubscribeApi { state },
             ),
         ),
         "omega",

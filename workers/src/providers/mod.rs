@@ -64,7 +64,13 @@ pub struct EmailOut<'a> {
     pub text: Option<&'a str>,
     pub html: Option<&'a str>,
     pub attachments: &'a Value,
+    /// Campaign and automated email: the one-click unsubscribe URL (RFC 8058), sent as
+    /// `List-Unsubscribe` with `List-Unsubscribe-Post`.
+    pub unsubscribe_url: Option<&'a str>,
 }
+
+/// RFC 8058's `List-Unsubscribe-Post` value: the URL takes a one-click POST.
+pub const ONE_CLICK: &str = "List-Unsubscribe=One-Click";
 
 #[derive(Clone)]
 pub struct Clients {

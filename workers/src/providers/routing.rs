@@ -28,6 +28,8 @@ pub struct ProviderSettings {
     pub credentials: Arc<CredentialStore>,
     /// What every send looks up about its business, cached.
     pub lookups: Arc<Lookups>,
+    /// Issues the one-click unsubscribe links of campaign and automated email.
+    pub unsubscribe: entities::unsubscribe::Tokens,
 }
 
 /// Per-business lookups of the send path, each read from the database at most once per

@@ -5,7 +5,9 @@ use std::time::Instant;
 use entities::types::{MessageStatus, Provider};
 use serde_json::{Value, json};
 
-use super::{Accepted, Clients, EmailOut, SendError, http_error, observe, retry_after, transport};
+use super::{
+    Accepted, Clients, EmailOut, ONE_CLICK, SendError, http_error, observe, retry_after, transport,
+};
 
 pub async fn sendgrid_send(
     clients: &Clients,
@@ -43,6 +45,12 @@ pub async fn sendgrid_send(
         });
         if let Some(reply_to) = email.reply_to {
             body["reply_to"] = json!({"email": reply_to});
+        }
+        if let Some(url) = email.unsubscribe_url {
+            body["headers"] = json!({
+                "List-Unsubscribe": format!("<{url}>"),
+                "List-Unsubscribe-Post": ONE_CLICK,
+            });
         }
         let attachments: Vec<Value> = email
             .attachments

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use entities::types::{MessageStatus, Provider};
 
-use super::{Accepted, EmailOut, SendError, observe};
+use super::{Accepted, EmailOut, ONE_CLICK, SendError, observe};
 
 /// Sends through an SMTP relay (`smtp://user:pass@host:port`; `smtps://` for TLS from the
 /// start; `?tls=required` to insist on STARTTLS). The Message-ID omega sets names the message.
@@ -28,6 +28,18 @@ pub async fn smtp_send(url: &str, email: &EmailOut<'_>) -> Result<Accepted, Send
             .message_id(Some(message_id.clone()));
         if let Some(r) = email.reply_to {
             builder = builder.reply_to(mailbox(None, r)?);
+        }
+        if let Some(url) = email.unsubscribe_url {
+            use lettre::message::header::{HeaderName, HeaderValue};
+            builder = builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    format!("<{url}>"),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    ONE_CLICK.to_owned(),
+                ));
         }
         for cc in email.cc {
             builder = builder.cc(mailbox(None, cc)?);

@@ -47,6 +47,7 @@
 //! | `OMEGA_RETENTION_WEBHOOK_RECEIPTS_HOURS` | webhook receipts (whole provider bodies, orphans too) | `168` (7 days) |
 //! | `OMEGA_RETENTION_DEAD_JOBS_HOURS` | dead jobs, from their last failure | `720` (30 days) |
 //! | `OMEGA_RETENTION_ONBOARDING_RUNS_HOURS` | finished onboarding runs (a business's latest is kept) | `720` |
+//! | `OMEGA_RETENTION_EVENTS_HOURS` | the event log (`GET /businesses/{id}/events`) | `168` (7 days) |
 //! | (fixed) | Idempotency-Key records: their 24 h window | |
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -171,6 +172,7 @@ impl Config {
                 "OMEGA_RETENTION_ONBOARDING_RUNS_HOURS",
                 keep.onboarding_runs,
             )?,
+            events: hours("OMEGA_RETENTION_EVENTS_HOURS", keep.events)?,
         };
         let config = Config {
             retention,

@@ -497,6 +497,8 @@ async fn voice_status_updates_the_call() {
         );
     }
     eventually(&app, "the call's status", "SELECT COUNT(*) FROM messages WHERE provider_message_id = 'CA500' AND status = 'delivered'", 1).await;
+    // Each move of the call is a call.status_updated event in the business's log.
+    eventually(&app, "the call's event", "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE event_type = 'call.status_updated' AND CAST(data AS TEXT) LIKE '%CA500%' AND CAST(data AS TEXT) LIKE '%delivered%' LIMIT 1) e", 1).await;
     eventually(&app, "the duration", "SELECT COUNT(*) FROM messages WHERE provider_message_id = 'CA500' AND metadata LIKE '%\"duration_seconds\":42%'", 1).await;
 
     // A call omega did not see through TwiML is created from its callback.

@@ -245,6 +245,7 @@ async fn survives_a_restart_and_checks_consent_at_its_time(d: Deployment) {
     entities::consent::record(
         &app.db,
         1,
+        6,
         entities::types::Channel::Sms,
         "+14155550124",
         false,

@@ -91,7 +91,17 @@ pub async fn set_consent(
     reason: &str,
 ) -> Result<()> {
     if let Some(address) = address {
-        crate::consent::record(db, business_id, channel, address, opt_in, at, reason).await?;
+        crate::consent::record(
+            db,
+            business_id,
+            client_id,
+            channel,
+            address,
+            opt_in,
+            at,
+            reason,
+        )
+        .await?;
     }
     let Some(found) = client::Entity::find_by_id((business_id, client_id))
         .one(db)

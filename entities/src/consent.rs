@@ -29,10 +29,12 @@ pub fn normalized(channel: Channel, address: &str) -> String {
 }
 
 /// Records that an address opted out (the first opt-out's time and reason are kept) or back
-/// in.
+/// in, for the client it came through; a change is a `client.consent_updated` event.
+#[allow(clippy::too_many_arguments)] // one consent change: who, where, which way, when, why
 pub async fn record(
     db: &impl ConnectionTrait,
     business_id: i64,
+    client_id: i64,
     channel: Channel,
     address: &str,
     opt_in: bool,
@@ -52,7 +54,7 @@ pub async fn record(
     let model = row::ActiveModel {
         business_id: Set(business_id),
         channel: Set(kind.to_owned()),
-        address: Set(address),
+        address: Set(address.clone()),
         opted_out: Set(!opt_in),
         reason: Set(Some(reason.to_owned())),
         changed_at: Set(at),
@@ -64,7 +66,23 @@ pub async fn record(
             .exec_without_returning(db)
             .await?;
     }
-    Ok(())
+    let data = serde_json::json!({
+        "client_id": client_id,
+        "channel": kind,
+        "address": address,
+        "opted_in": opt_in,
+        "reason": reason,
+    });
+    crate::event_log::append(
+        db,
+        vec![crate::event_log::NewEvent::new(
+            business_id,
+            crate::event_log::EventType::ClientConsentUpdated,
+            data,
+        )],
+        at,
+    )
+    .await
 }
 
 /// One send's recipient, as consent is looked up.

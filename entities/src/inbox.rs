@@ -7,6 +7,7 @@ use sea_orm::{
 
 use crate::conversations::{conversation_in, touch_conversation};
 use crate::db::IN_LIST_CHUNK;
+use crate::event_log::{EventType, NewEvent};
 use crate::types::{Channel, ClientConversationStatus};
 use crate::{Error, Result, conversation, message};
 
@@ -24,11 +25,47 @@ async fn record_conversation_event(
         business_id: Set(c.business_id),
         kind: Set(kind.into()),
         actor_staff_id: Set(actor),
-        from_value: Set(from),
-        to_value: Set(to),
+        from_value: Set(from.clone()),
+        to_value: Set(to.clone()),
         created_at: Set(Utc::now()),
     })
     .exec_without_returning(db)
+    .await?;
+    // The same change in the business's event log.
+    let (event_type, was, now_is) = match kind {
+        "assigned" => (
+            EventType::ConversationAssigned,
+            "previous_staff_id",
+            "staff_id",
+        ),
+        _ => (
+            EventType::ConversationStatusUpdated,
+            "previous_status",
+            "status",
+        ),
+    };
+    let number = |v: &Option<String>| match v.as_deref().map(str::parse::<i64>) {
+        Some(Ok(n)) => serde_json::json!(n),
+        _ => serde_json::json!(v),
+    };
+    let (was_value, now_value) = if event_type == EventType::ConversationAssigned {
+        (number(&from), number(&to))
+    } else {
+        (serde_json::json!(from), serde_json::json!(to))
+    };
+    let data = serde_json::json!({
+        "conversation_id": c.id,
+        "client_id": c.client_id,
+        "location_id": (c.location_key != 0).then_some(c.location_key),
+        was: was_value,
+        now_is: now_value,
+        "actor_staff_id": actor,
+    });
+    crate::event_log::append(
+        db,
+        vec![NewEvent::new(c.business_id, event_type, data)],
+        Utc::now(),
+    )
     .await?;
     Ok(())
 }
@@ -94,6 +131,22 @@ pub async fn add_note(
         .exec_with_returning(&txn)
         .await?;
     touch_conversation(&txn, c.id, inserted.id, now, false, Channel::Note).await?;
+    let note = serde_json::to_value(crate::message_item::MessageItem::from_model(
+        inserted.clone(),
+        None,
+    )?)
+    .map_err(|e| Error::Corrupt(e.to_string()))?;
+    let data = serde_json::json!({"conversation_id": c.id, "client_id": c.client_id, "note": note});
+    crate::event_log::append(
+        &txn,
+        vec![NewEvent::new(
+            business_id,
+            EventType::ConversationNoteAdded,
+            data,
+        )],
+        now,
+    )
+    .await?;
     txn.commit().await?;
     Ok(inserted)
 }

@@ -178,6 +178,14 @@ async fn settle_in(
         ))
         .await?;
     }
+    // Settled messages were on their way (queued) until now; a provider that answers
+    // `queued` has not moved them.
+    let moved: Vec<(i64, String)> = settlements
+        .iter()
+        .filter(|s| s.status != MessageStatus::Queued)
+        .map(|s| (s.message_id, MessageStatus::Queued.as_str().to_owned()))
+        .collect();
+    crate::event_log::status_updated(db, &moved, now).await?;
     let events: Vec<_> = settlements
         .iter()
         .map(|s| {

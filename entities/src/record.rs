@@ -228,6 +228,13 @@ pub async fn record_in(
     }
     crate::status_history::insert_events(db, events).await?;
     touch_conversations(db, &touches).await?;
+    let received = slots
+        .iter()
+        .zip(&inserted)
+        .filter(|(s, _)| s.batch.direction == Direction::Inbound)
+        .filter_map(|(_, m)| m.as_ref().map(crate::event_log::received))
+        .collect::<Result<Vec<_>>>()?;
+    crate::event_log::append(db, received, now).await?;
 
     // The rest were recorded before: by an earlier run of the same request slot, by the
     // same slot earlier in this batch (a job delivered twice), or under the caller's id by

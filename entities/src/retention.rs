@@ -1,5 +1,5 @@
 //! How long omega keeps what only grows: Idempotency-Key records (their 24 h window), webhook
-//! receipts (whole provider bodies), and finished onboarding runs. Dead jobs are the queue's
+//! receipts (whole provider bodies), finished onboarding runs, and the event log. Dead jobs are the queue's
 //! (`jobs::JobQueue::sweep_dead`). Each sweep takes `now`, so tests cover expiry without
 //! waiting.
 use chrono::{DateTime, Duration, Utc};
@@ -15,6 +15,8 @@ pub struct Retention {
     /// Finished runs; a business's latest run is always kept (its onboarding status).
     pub onboarding_runs: Duration,
     pub dead_jobs: Duration,
+    /// The event log (webhooks and streams resume from it within this time).
+    pub events: Duration,
 }
 
 impl Default for Retention {
@@ -23,6 +25,7 @@ impl Default for Retention {
             webhook_receipts: Duration::days(7),
             onboarding_runs: Duration::days(30),
             dead_jobs: Duration::days(30),
+            events: Duration::days(7),
         }
     }
 }
@@ -33,6 +36,7 @@ pub struct Swept {
     pub idempotency_records: u64,
     pub webhook_receipts: u64,
     pub onboarding_runs: u64,
+    pub events: u64,
 }
 
 /// Removes what is past its retention as of `now`.
@@ -64,5 +68,6 @@ pub async fn sweep(
         idempotency_records: idempotency::sweep(db, now).await?,
         webhook_receipts: receipts,
         onboarding_runs: runs,
+        events: crate::event_log::sweep(db, now - retention.events).await?,
     })
 }

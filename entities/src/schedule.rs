@@ -2,7 +2,7 @@
 //! path when its time comes, and cancelling it before then. Every function takes the clock.
 use chrono::{DateTime, Duration, FixedOffset, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::types::MessageStatus;
 use crate::{Result, message};
@@ -36,11 +36,7 @@ pub fn due(send_at: Option<DateTime<FixedOffset>>, now: DateTime<Utc>) -> Due {
 
 /// Moves a scheduled message to `queued` when its time has come; false when it is no longer
 /// scheduled (canceled meanwhile), and then it must not be sent.
-pub async fn release(
-    db: &impl ConnectionTrait,
-    message_id: i64,
-    now: DateTime<Utc>,
-) -> Result<bool> {
+pub async fn release(db: &DatabaseConnection, message_id: i64, now: DateTime<Utc>) -> Result<bool> {
     let release = Move {
         from: MessageStatus::Scheduled,
         to: MessageStatus::Queued,
@@ -53,7 +49,7 @@ pub async fn release(
 /// Holds a queued message back until `until` (quiet hours): `scheduled` at that time, with a
 /// history entry. False when it is no longer queued.
 pub async fn hold(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     message_id: i64,
     until: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -79,12 +75,15 @@ struct Move {
 }
 
 impl Move {
+    /// Applies the move, its history entry and its event in one transaction.
     async fn apply(
         &self,
-        db: &impl ConnectionTrait,
+        db: &DatabaseConnection,
         message_id: i64,
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        let txn = crate::db::begin_write(db).await?;
+        let db = &txn;
         let mut update = message::Entity::update_many()
             .col_expr(message::Column::Status, Expr::value(self.to.as_str()))
             .col_expr(message::Column::UpdatedAt, Expr::value(now));
@@ -100,7 +99,10 @@ impl Move {
         if moved == 1 {
             crate::status_history::append_event(db, message_id, self.to, None, self.source, now)
                 .await?;
+            let from = self.from.as_str().to_owned();
+            crate::event_log::status_updated(db, &[(message_id, from)], now).await?;
         }
+        txn.commit().await?;
         Ok(moved == 1)
     }
 }
@@ -117,7 +119,7 @@ pub enum Cancel {
 
 /// Cancels one scheduled message of the business (by omega's id).
 pub async fn cancel(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     business_id: i64,
     message_id: i64,
     now: DateTime<Utc>,
@@ -153,7 +155,7 @@ pub struct RequestCancel {
 /// Cancels every still-scheduled message of one of the business's requests; None when the
 /// request has no recorded message.
 pub async fn cancel_request(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     business_id: i64,
     request_id: &str,
     now: DateTime<Utc>,
@@ -181,11 +183,7 @@ pub async fn cancel_request(
 }
 
 /// Cancels those of the messages that are still scheduled; the ids canceled.
-async fn cancel_ids(
-    db: &impl ConnectionTrait,
-    ids: &[i64],
-    now: DateTime<Utc>,
-) -> Result<Vec<i64>> {
+async fn cancel_ids(db: &DatabaseConnection, ids: &[i64], now: DateTime<Utc>) -> Result<Vec<i64>> {
     let mut canceled = Vec::new();
     for &id in ids {
         let cancel = Move {

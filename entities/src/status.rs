@@ -198,6 +198,12 @@ async fn apply_in(
         );
     }
     let advanced = advance(db, &advances, now).await?;
+    let moved: Vec<(i64, String)> = advances
+        .iter()
+        .filter(|(id, _)| advanced.contains(id))
+        .filter_map(|(id, a)| Some((*id, found[a.by].as_ref()?.status.clone())))
+        .collect();
+    crate::event_log::status_updated(db, &moved, now).await?;
     Ok((0..reports.len())
         .map(|i| match &found[i] {
             None => Err(Error::NotFound(format!("message {:?}", reports[i].message))),

@@ -100,6 +100,7 @@ pub async fn unsubscribe(
     crate::consent::record(
         &txn,
         who.business_id,
+        who.client_id,
         Channel::Email,
         &who.address,
         false,

@@ -56,6 +56,7 @@ pub async fn run(
                         ("idempotency_records", r.data.idempotency_records),
                         ("webhook_receipts", r.data.webhook_receipts),
                         ("onboarding_runs", r.data.onboarding_runs),
+                        ("events", r.data.events),
                         ("dead_jobs", r.dead_jobs),
                     ] {
                         metrics::counter!("omega_swept_total", "kind" => kind).increment(n);

@@ -6,6 +6,7 @@ pub mod business;
 pub mod client;
 pub mod conversation;
 pub mod conversation_event;
+pub mod event;
 pub mod idempotency_record;
 pub mod location;
 pub mod message;

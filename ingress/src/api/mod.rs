@@ -6,6 +6,7 @@ pub mod conversations;
 pub mod directory;
 pub mod email_hooks;
 mod enqueue;
+pub mod events;
 pub mod health;
 mod idempotency;
 pub mod inbox;
@@ -92,6 +93,7 @@ pub type Apis = (
         schedule::ScheduleApi,
         settings::SettingsApi,
         unsubscribe::UnsubscribeApi,
+        events::EventsApi,
     ),
 );
 
@@ -165,7 +167,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
                 settings::SettingsApi {
                     state: state.clone(),
                 },
-                unsubscribe::UnsubscribeApi { state },
+                unsubscribe::UnsubscribeApi {
+                    state: state.clone(),
+                },
+                events::EventsApi { state },
             ),
         ),
         "omega",

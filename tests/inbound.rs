@@ -6,10 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Deployment, PLATFORM_KEY, Sandbox, TestApp, wait_for};
+use common::{TWILIO_ACCOUNT as ACCOUNT, TWILIO_TOKEN as TOKEN};
 use serde_json::{Value, json};
 
-const ACCOUNT: &str = "AC00000000000000000000000000000001";
-const TOKEN: &str = "global-auth-token-0123456789";
 const PUBLIC: &str = "http://127.0.0.1:8080";
 const DOWNTOWN: &str = "+14155550100";
 const GRACE: &str = "+14155550123";

@@ -6,22 +6,14 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, Utc};
-use common::{Deployment, PLATFORM_KEY, Sandbox, TestApp, wait_for};
+use common::{Deployment, PLATFORM_KEY, TestApp, wait_for};
+use common::{TWILIO_ACCOUNT as ACCOUNT, TWILIO_TOKEN as TOKEN};
 use serde_json::{Value, json};
 
-const ACCOUNT: &str = "AC00000000000000000000000000000001";
-const TOKEN: &str = "global-auth-token-0123456789";
 const SETTINGS: &str = "/businesses/1/settings/messaging";
 
 async fn app(d: Deployment) -> TestApp {
-    let mut sandbox = Sandbox::new(d).await;
-    sandbox.set("OMEGA_DEFAULT_SMS_PROVIDER", "sandbox");
-    sandbox.set("OMEGA_TWILIO_ACCOUNT_SID", ACCOUNT);
-    sandbox.set("OMEGA_TWILIO_AUTH_TOKEN", TOKEN);
-    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
-    app.onboard(1).await;
-    app.onboard_directly(2).await;
-    app
+    common::with_twilio_sandbox(d).await
 }
 
 async fn put(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {

@@ -34,16 +34,44 @@ pub fn due(send_at: Option<DateTime<FixedOffset>>, now: DateTime<Utc>) -> Due {
     }
 }
 
-/// Moves a scheduled message to `queued` when its time has come; false when it is no longer
-/// scheduled (canceled meanwhile), and then it must not be sent.
-pub async fn release(db: &DatabaseConnection, message_id: i64, now: DateTime<Utc>) -> Result<bool> {
-    let release = Move {
-        from: MessageStatus::Scheduled,
-        to: MessageStatus::Queued,
-        scheduled_at: None,
-        source: "schedule",
-    };
-    release.apply(db, message_id, now).await
+/// Moves scheduled messages to `queued` when their time has come, in one transaction (the
+/// group-committed step of due sends): one answer per id, in order; false for a message no
+/// longer scheduled (canceled meanwhile), which must not be sent. An id given twice is
+/// released once (the first answer is true), so a job delivered twice is sent once.
+pub async fn release_many(
+    db: &DatabaseConnection,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<Vec<bool>> {
+    let txn = crate::db::begin_write(db).await?;
+    let mut released = std::collections::HashSet::new();
+    for chunk in ids.chunks(crate::db::IN_LIST_CHUNK) {
+        let rows = message::Entity::update_many()
+            .col_expr(
+                message::Column::Status,
+                Expr::value(MessageStatus::Queued.as_str()),
+            )
+            .col_expr(message::Column::UpdatedAt, Expr::value(now))
+            .filter(message::Column::Id.is_in(chunk.iter().copied()))
+            .filter(message::Column::Status.eq(MessageStatus::Scheduled.as_str()))
+            .exec_with_returning(&txn)
+            .await?;
+        released.extend(rows.into_iter().map(|m| m.id));
+    }
+    let mut moved: Vec<i64> = released.iter().copied().collect();
+    moved.sort_unstable();
+    let history = moved
+        .iter()
+        .map(|&id| {
+            crate::status_history::event_row(id, MessageStatus::Queued, None, "schedule", now, now)
+        })
+        .collect();
+    crate::status_history::insert_events(&txn, history).await?;
+    let from = MessageStatus::Scheduled.as_str();
+    let moved: Vec<(i64, String)> = moved.into_iter().map(|id| (id, from.to_owned())).collect();
+    crate::event_log::status_updated(&txn, &moved, now).await?;
+    txn.commit().await?;
+    Ok(ids.iter().map(|id| released.remove(id)).collect())
 }
 
 /// Holds a queued message back until `until` (quiet hours): `scheduled` at that time, with a

@@ -487,3 +487,20 @@ pub async fn serve_mock(endpoint: impl poem::Endpoint + 'static) -> String {
     .await;
     format!("http://{addr}")
 }
+
+/// The global Twilio account of [`with_twilio_sandbox`]: webhooks are signed with its token.
+pub const TWILIO_ACCOUNT: &str = "AC00000000000000000000000000000001";
+pub const TWILIO_TOKEN: &str = "global-auth-token-0123456789";
+
+/// An omega whose Twilio account is configured (so webhooks verify) while SMS go to the
+/// sandbox; business 1 onboarded through the API, business 2 directly.
+pub async fn with_twilio_sandbox(d: Deployment) -> TestApp {
+    let mut sandbox = Sandbox::new(d).await;
+    sandbox.set("OMEGA_DEFAULT_SMS_PROVIDER", "sandbox");
+    sandbox.set("OMEGA_TWILIO_ACCOUNT_SID", TWILIO_ACCOUNT);
+    sandbox.set("OMEGA_TWILIO_AUTH_TOKEN", TWILIO_TOKEN);
+    let app = TestApp::spawn_in(sandbox, Role::Serve).await;
+    app.onboard(1).await;
+    app.onboard_directly(2).await;
+    app
+}

@@ -48,10 +48,7 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
         if let Some(until) = msg.scheduled_at.filter(|&at| at > now) {
             return Err(JobError::NotDue { until });
         }
-        if !entities::schedule::release(&ctx.db, msg.id, now)
-            .await
-            .map_err(job_error)?
-        {
+        if !ctx.batches.release.submit(msg.id).await? {
             tracing::info!(message_id = msg.id, "canceled before its time; not sending");
             return Ok(());
         }

@@ -25,6 +25,8 @@ pub(crate) struct Batches {
     /// A send's first step: its message recorded as `queued` (or found, on a re-run), with
     /// its recipient's consent.
     pub record: Batcher<Arc<SendJob>, RecordedSend>,
+    /// A scheduled send whose time has come: `queued` again unless canceled (false).
+    pub release: Batcher<i64, bool>,
     /// A send's last step: the provider's answer, or the failure.
     pub settle: Batcher<Settlement, ()>,
     /// The sandbox's delivery reports, queued as `UpdateStatus` jobs (one per business and
@@ -76,6 +78,18 @@ impl Batches {
                             .map_err(job_error)
                         })
                         .collect())
+                }
+            }
+        });
+        let release = Batcher::new("release", max, {
+            let db = db.clone();
+            move |ids: Arc<[i64]>| {
+                let db = db.clone();
+                async move {
+                    let released = entities::schedule::release_many(&db, &ids, chrono::Utc::now())
+                        .await
+                        .map_err(job_error)?;
+                    Ok(released.into_iter().map(Ok).collect())
                 }
             }
         });
@@ -146,6 +160,7 @@ impl Batches {
         });
         Batches {
             record,
+            release,
             settle,
             reports,
             status,

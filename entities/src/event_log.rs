@@ -114,8 +114,7 @@ pub async fn status_updated(
             .await?;
         for m in rows {
             let (business_id, before) = (m.business_id, previous[&m.id]);
-            let mut data = serde_json::to_value(MessageItem::from_model(m, None)?)
-                .map_err(|e| Error::Corrupt(e.to_string()))?;
+            let mut data = message_data(m)?;
             data["previous_status"] = json!(before);
             // A call is a message of the voice channel; its moves are a call's.
             let event_type = if data["channel"] == "voice" {
@@ -131,13 +130,18 @@ pub async fn status_updated(
 
 /// A `message.received` event's data: the message as the API shows it.
 pub fn received(m: &crate::message::Model) -> Result<NewEvent> {
-    let data = serde_json::to_value(MessageItem::from_model(m.clone(), None)?)
-        .map_err(|e| Error::Corrupt(e.to_string()))?;
+    let data = message_data(m.clone())?;
     Ok(NewEvent::new(
         m.business_id,
         EventType::MessageReceived,
         data,
     ))
+}
+
+/// A message as event data: the `MessageItem` the API shows.
+pub fn message_data(m: crate::message::Model) -> Result<Value> {
+    serde_json::to_value(MessageItem::from_model(m, None)?)
+        .map_err(|e| Error::Corrupt(e.to_string()))
 }
 
 /// Where an event sits in its business's log.
@@ -181,23 +185,6 @@ pub struct Event {
     pub business_id: i64,
     pub created_at: DateTime<Utc>,
     pub data: Value,
-}
-
-impl Event {
-    /// The Standard Webhooks body (`type`, `timestamp`, `data`), which the stream sends too;
-    /// `data` names the business and the event.
-    pub fn body(&self) -> Value {
-        let mut data = self.data.clone();
-        if let Some(map) = data.as_object_mut() {
-            map.insert("business_id".into(), json!(self.business_id));
-            map.insert("event_id".into(), json!(self.id.to_string()));
-        }
-        json!({
-            "type": self.event_type,
-            "timestamp": self.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "data": data,
-        })
-    }
 }
 
 impl From<event::Model> for Event {

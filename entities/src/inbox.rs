@@ -131,11 +131,7 @@ pub async fn add_note(
         .exec_with_returning(&txn)
         .await?;
     touch_conversation(&txn, c.id, inserted.id, now, false, Channel::Note).await?;
-    let note = serde_json::to_value(crate::message_item::MessageItem::from_model(
-        inserted.clone(),
-        None,
-    )?)
-    .map_err(|e| Error::Corrupt(e.to_string()))?;
+    let note = crate::event_log::message_data(inserted.clone())?;
     let data = serde_json::json!({"conversation_id": c.id, "client_id": c.client_id, "note": note});
     crate::event_log::append(
         &txn,

@@ -48,6 +48,10 @@
 //! | `OMEGA_RETENTION_DEAD_JOBS_HOURS` | dead jobs, from their last failure | `720` (30 days) |
 //! | `OMEGA_RETENTION_ONBOARDING_RUNS_HOURS` | finished onboarding runs (a business's latest is kept) | `720` |
 //! | `OMEGA_RETENTION_EVENTS_HOURS` | the event log (`GET /businesses/{id}/events`) | `168` (7 days) |
+//! | `OMEGA_ALLOW_PRIVATE_URLS` | let user-given URLs (webhook endpoints) be plain http and private, loopback or link-local addresses: for tests and private deployments only (logged loudly at start) | `false` |
+//! | `OMEGA_WEBHOOK_TIMEOUT_SECS` | one webhook delivery attempt's limit (connect, send, answer) | `10` |
+//! | `OMEGA_WEBHOOK_DISABLE_AFTER_HOURS` | a webhook endpoint whose every attempt failed for this long is disabled | `120` (5 days) |
+//! | `OMEGA_EVENT_STREAM_HEARTBEAT_SECS` | how often an event stream sends a keep-alive comment | `15` |
 //! | (fixed) | Idempotency-Key records: their 24 h window | |
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,6 +107,10 @@ pub struct Config {
     pub rates: ingress::rate_limit::RateLimits,
     pub sweep_every: Duration,
     pub retention: entities::retention::Retention,
+    pub allow_private_urls: bool,
+    pub webhook_timeout: Duration,
+    pub webhook_disable_after: chrono::Duration,
+    pub stream_heartbeat: Duration,
 }
 
 impl Config {
@@ -176,6 +184,25 @@ impl Config {
         };
         let config = Config {
             retention,
+            allow_private_urls: parse(
+                "OMEGA_ALLOW_PRIVATE_URLS",
+                var("OMEGA_ALLOW_PRIVATE_URLS"),
+                false,
+            )?,
+            webhook_timeout: Duration::from_secs(parse(
+                "OMEGA_WEBHOOK_TIMEOUT_SECS",
+                var("OMEGA_WEBHOOK_TIMEOUT_SECS"),
+                10,
+            )?),
+            webhook_disable_after: hours(
+                "OMEGA_WEBHOOK_DISABLE_AFTER_HOURS",
+                chrono::Duration::hours(120),
+            )?,
+            stream_heartbeat: Duration::from_secs(parse(
+                "OMEGA_EVENT_STREAM_HEARTBEAT_SECS",
+                var("OMEGA_EVENT_STREAM_HEARTBEAT_SECS"),
+                15,
+            )?),
             sweep_every: Duration::from_secs(parse(
                 "OMEGA_SWEEP_EVERY_SECS",
                 var("OMEGA_SWEEP_EVERY_SECS"),
@@ -389,6 +416,12 @@ impl Config {
             && entities::keys::prefix_of(key).is_none()
         {
             bail!("OMEGA_BOOTSTRAP_PLATFORM_KEY must look like omk_<at least 13 characters>");
+        }
+        if self.webhook_timeout.is_zero() || self.webhook_timeout > Duration::from_secs(60) {
+            bail!("OMEGA_WEBHOOK_TIMEOUT_SECS must be between 1 and 60");
+        }
+        if self.stream_heartbeat.is_zero() {
+            bail!("OMEGA_EVENT_STREAM_HEARTBEAT_SECS must be above 0");
         }
         if self.worker_concurrency == 0 || self.worker_concurrency > 1024 {
             bail!("OMEGA_WORKER_CONCURRENCY must be between 1 and 1024");

@@ -38,6 +38,10 @@ pub fn metrics_render() -> ingress::MetricsRender {
     Arc::new(move || handle.render())
 }
 
+/// Attempts under way at once per webhook endpoint and worker process: a slow endpoint holds
+/// at most this many of the delivery workers.
+const WEBHOOK_ATTEMPTS_PER_ENDPOINT: usize = 8;
+
 /// How often the queue gauges are refreshed (a stats call per job type, not per scrape).
 const GAUGE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -170,6 +174,24 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
     let mut addr = None;
 
+    if config.allow_private_urls {
+        tracing::warn!(
+            "OMEGA_ALLOW_PRIVATE_URLS=true: webhook endpoints may be plain http and private, \
+             loopback or link-local addresses; this is for tests and private deployments only"
+        );
+    }
+    let urls = entities::urls::UrlPolicy {
+        allow_private: config.allow_private_urls,
+    };
+    // Streams here hear the relay here (one process) or, scaled, through Redis.
+    let wakeup = match &config.redis_url {
+        Some(url) => jobs::wakeup::Wakeup::redis(url, &config.redis_prefix)
+            .await
+            .context("connecting to Redis for event wake-ups")?,
+        None => jobs::wakeup::Wakeup::local(),
+    };
+    let webhook_sealer = |secret: &[u8]| entities::secrets::Sealer::for_purpose(secret, "webhooks");
+
     let metrics = metrics_render();
     tasks.spawn({
         let (queue, stop) = (queue.clone(), stopped(stop_rx.clone()));
@@ -210,6 +232,9 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
             email_webhooks: email_webhooks(&config)?,
             deadlines: config.deadlines,
             rates: config.rates.clone(),
+            webhook_sealer: webhook_sealer(secret),
+            urls,
+            stream_heartbeat: config.stream_heartbeat,
         };
         let rate_limiter = match &config.redis_url {
             Some(url) => ingress::rate_limit::RateLimiter::redis(url, &config.redis_prefix)
@@ -225,7 +250,17 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
             producer,
             settings,
             rate_limiter,
+            wakeup.clone(),
         ));
+        if let Some(url) = &config.redis_url {
+            // Events relayed by worker processes wake this process's streams.
+            let (wakeup, url, prefix) = (wakeup.clone(), url.clone(), config.redis_prefix.clone());
+            let stop = stopped(stop_rx.clone());
+            tasks.spawn(async move {
+                wakeup.listen_to_redis(&url, &prefix, stop).await;
+                Ok(())
+            });
+        }
         let app = ingress::app(state, &config.public_url, metrics.clone());
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -253,7 +288,22 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
                 Ok(())
             }
         });
+        tasks.spawn({
+            let (db, queue, wakeup) = (db.clone(), queue.clone(), wakeup.clone());
+            let stop = stopped(stop_rx.clone());
+            async move {
+                workers::relay::run(db, queue, wakeup, stop).await;
+                Ok(())
+            }
+        });
         let opts = workers::WorkerOptions {
+            webhooks: workers::WebhookSettings {
+                sealer: webhook_sealer(secret),
+                urls,
+                timeout: config.webhook_timeout,
+                disable_after: config.webhook_disable_after,
+                per_endpoint: WEBHOOK_ATTEMPTS_PER_ENDPOINT,
+            },
             concurrency: config.worker_concurrency,
             batch: config.worker_batch,
             policy: RetryPolicy {

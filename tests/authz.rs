@@ -15,17 +15,25 @@ const PUBLIC: &[&str] = &["/health", "/health/db"];
 /// keys, onboarding, operators' endpoints.
 const STAFF_REFUSED: &[&str] = &[
     "delete /admin/api-keys/{id}",
+    "delete /admin/webhooks/{webhook_id}",
     "delete /businesses/{business_id}/clients/{client_id}",
+    "delete /businesses/{business_id}/webhooks/{webhook_id}",
     "get /admin/businesses/{business_id}/api-keys",
     "get /admin/queues",
     "get /admin/queues/{job_type}/dead",
+    "get /admin/webhooks",
+    "get /admin/webhooks/{webhook_id}/attempts",
     "get /business/{business_id}/onboarding-status",
     "get /businesses/{business_id}/clients/{client_id}/export",
     "get /businesses/{business_id}/settings/messaging",
+    "get /businesses/{business_id}/webhooks",
+    "get /businesses/{business_id}/webhooks/{webhook_id}/attempts",
     "get /messages/requests/{request_id}",
     "post /admin/businesses/{business_id}/api-keys",
     "post /admin/queues/{job_type}/dead/drain",
     "post /admin/queues/{job_type}/dead/replay",
+    "post /admin/webhooks",
+    "post /admin/webhooks/{webhook_id}/enable",
     "post /auth/token",
     "post /business/onboard",
     "post /businesses/{business_id}/email/record",
@@ -37,6 +45,8 @@ const STAFF_REFUSED: &[&str] = &[
     "post /businesses/{business_id}/sms/record",
     "post /businesses/{business_id}/sms/send",
     "post /businesses/{business_id}/sms/status",
+    "post /businesses/{business_id}/webhooks",
+    "post /businesses/{business_id}/webhooks/{webhook_id}/enable",
     "post /messages/process",
     "post /messages/retry-failed",
     "put /businesses/{business_id}/settings/messaging",
@@ -77,6 +87,7 @@ fn body_for(path: &str) -> Value {
         "/auth/token" | "/session/expire" => json!({"business_id": 1, "staff_id": 789}),
         p if p.contains("/dead/") => json!({"dry_run": true}),
         p if p.ends_with("/api-keys") => json!({"name": "integration"}),
+        p if p.ends_with("/webhooks") => json!({"url": "https://hooks.example.com/omega"}),
         p if p.ends_with("{conversation_id}/status") => json!({"status": "open"}),
         p if p.ends_with("/notes") => json!({"staff_id": 789, "note": "x"}),
         p if p.ends_with("/assign") => json!({"staff_id": 789}),
@@ -104,6 +115,7 @@ fn concrete(path: &str) -> String {
         .replace("{staff_id}", "789")
         .replace("{id}", "1")
         .replace("{message_id}", "1")
+        .replace("{webhook_id}", "1")
         .replace("{provider}", "sendgrid")
         .replace("{token}", "not-a-token")
         + query
@@ -135,6 +147,14 @@ async fn call(app: &TestApp, method: &str, path: &str, cred: Cred<'_>) -> (u16, 
     };
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
+    let streams = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streams {
+        // An event stream stays open: its status is the answer.
+        return (status, Value::Null);
+    }
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 

@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::{Deployment, PLATFORM_KEY, TestApp, wait_for};
-use common::{TWILIO_ACCOUNT as ACCOUNT, TWILIO_TOKEN as TOKEN};
 use serde_json::{Value, json};
 
 async fn app(d: Deployment) -> TestApp {
@@ -35,23 +34,11 @@ async fn event_where(app: &TestApp, kind: &str, matches: impl Fn(&Value) -> bool
     .await
 }
 
-async fn text(app: &TestApp, sid: &str, body: &str) {
-    let params = [
-        ("AccountSid", ACCOUNT),
-        ("MessageSid", sid),
-        ("From", "+14155550123"),
-        ("To", "+14155550100"),
-        ("Body", body),
-    ];
-    let resp = common::post_as_twilio(app, TOKEN, "/twilio/sms/incoming", &params).await;
-    assert_eq!(resp.status(), 200);
-}
-
 async fn changes_are_logged_and_paged(d: Deployment) {
     let app = app(d).await;
 
     // An inbound text: message.received, with the message as the API shows it.
-    text(&app, "SM1", "Can I move my facial to 4pm?").await;
+    common::client_texts(&app, "SM1", "Can I move my facial to 4pm?").await;
     let received = event_where(&app, "message.received", |m| {
         m["provider_message_id"] == "SM1"
     })
@@ -106,7 +93,7 @@ async fn changes_are_logged_and_paged(d: Deployment) {
     assert_eq!(status["data"]["previous_status"], "open");
 
     // Consent by keyword.
-    text(&app, "SM2", "STOP").await;
+    common::client_texts(&app, "SM2", "STOP").await;
     let consent = event_where(&app, "client.consent_updated", |d| d["opted_in"] == false).await;
     assert_eq!(consent["data"]["channel"], "sms");
     assert_eq!(consent["data"]["address"], "+14155550123");
@@ -203,7 +190,7 @@ both_deployments!(changes_are_logged, changes_are_logged_and_paged);
 /// Events older than the retention are swept; newer ones stay.
 async fn old_events_are_swept(d: Deployment) {
     let app = app(d).await;
-    text(&app, "SM9", "hello").await;
+    common::client_texts(&app, "SM9", "hello").await;
     event_where(&app, "message.received", |m| {
         m["provider_message_id"] == "SM9"
     })

@@ -347,6 +347,43 @@ fn cases() -> Vec<Case> {
             422,
             Some(json!(["path", "request_id"])),
         ),
+        // Webhooks and the event stream.
+        case(
+            "POST",
+            "/businesses/1/webhooks",
+            "{\"url\":",
+            422,
+            Some(json!(["body"])),
+        ),
+        case(
+            "POST",
+            "/businesses/1/webhooks",
+            r#"{"url": 7}"#,
+            422,
+            Some(json!(["body", "url"])),
+        ),
+        case(
+            "POST",
+            "/admin/webhooks",
+            r#"{"url": "https://hooks.example.com/x", "event_types": "message.received"}"#,
+            422,
+            Some(json!(["body", "event_types"])),
+        ),
+        case(
+            "GET",
+            "/businesses/1/webhooks/x/attempts",
+            "",
+            422,
+            Some(json!(["path", "webhook_id"])),
+        ),
+        case("GET", "/businesses/1/webhooks/77/attempts", "", 404, None),
+        case(
+            "GET",
+            "/businesses/1/events/stream?after=evt_1",
+            "",
+            422,
+            Some(json!(["query", "after"])),
+        ),
         // Unknown routes and methods.
         case("GET", "/businesses/1/nothing-here", "", 404, None),
         case("PUT", "/health", "", 405, None),

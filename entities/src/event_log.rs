@@ -212,6 +212,33 @@ pub async fn page(
     limit: u64,
 ) -> Result<Vec<Event>> {
     let mut query = event::Entity::find().filter(event::Column::BusinessId.eq(business_id));
+    if !types.is_empty() {
+        query = query.filter(event::Column::EventType.is_in(types.iter().map(|t| t.as_str())));
+    }
+    in_order(db, query, after, limit).await
+}
+
+/// Up to `limit` events of every business after `after`, in log order (the relay's read).
+pub async fn tail(db: &impl ConnectionTrait, after: EventId, limit: u64) -> Result<Vec<Event>> {
+    in_order(db, event::Entity::find(), Some(after), limit).await
+}
+
+/// The id of a business's newest event readers can see: where a reader that wants only
+/// what happens from now on starts.
+pub async fn newest(db: &impl ConnectionTrait, business_id: i64) -> Result<Option<EventId>> {
+    let query = event::Entity::find().filter(event::Column::BusinessId.eq(business_id));
+    let query = committed(db, query)
+        .order_by_desc(event::Column::Txid)
+        .order_by_desc(event::Column::Seq);
+    Ok(query.one(db).await?.map(|m| Event::from(m).id))
+}
+
+async fn in_order(
+    db: &impl ConnectionTrait,
+    mut query: sea_orm::Select<event::Entity>,
+    after: Option<EventId>,
+    limit: u64,
+) -> Result<Vec<Event>> {
     if let Some(after) = after {
         query = query.filter(
             Condition::any()
@@ -223,15 +250,7 @@ pub async fn page(
                 ),
         );
     }
-    if !types.is_empty() {
-        query = query.filter(event::Column::EventType.is_in(types.iter().map(|t| t.as_str())));
-    }
-    if !crate::db::is_sqlite(db) {
-        query = query.filter(Expr::cust(
-            "txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-        ));
-    }
-    Ok(query
+    Ok(committed(db, query)
         .order_by_asc(event::Column::Txid)
         .order_by_asc(event::Column::Seq)
         .limit(limit)
@@ -240,6 +259,20 @@ pub async fn page(
         .into_iter()
         .map(Event::from)
         .collect())
+}
+
+/// Only events of transactions older than every one still running (Postgres; on SQLite
+/// every committed event qualifies).
+fn committed(
+    db: &impl ConnectionTrait,
+    query: sea_orm::Select<event::Entity>,
+) -> sea_orm::Select<event::Entity> {
+    if crate::db::is_sqlite(db) {
+        return query;
+    }
+    query.filter(Expr::cust(
+        "txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+    ))
 }
 
 /// Deletes events older than `before` (the retention sweep); how many.

@@ -11,6 +11,7 @@ pub mod db;
 pub mod directory;
 mod error;
 pub mod event_log;
+pub mod event_relay;
 pub mod help;
 pub mod idempotency;
 pub mod inbound;
@@ -37,6 +38,8 @@ pub mod status;
 pub mod status_history;
 pub mod types;
 pub mod unsubscribe;
+pub mod urls;
+pub mod webhooks;
 
 pub use error::{Error, Result};
 pub use model::*;

@@ -1,5 +1,5 @@
 //! How long omega keeps what only grows: Idempotency-Key records (their 24 h window), webhook
-//! receipts (whole provider bodies), finished onboarding runs, and the event log. Dead jobs are the queue's
+//! receipts (whole provider bodies), finished onboarding runs, the event log and webhook delivery attempts. Dead jobs are the queue's
 //! (`jobs::JobQueue::sweep_dead`). Each sweep takes `now`, so tests cover expiry without
 //! waiting.
 use chrono::{DateTime, Duration, Utc};
@@ -15,7 +15,8 @@ pub struct Retention {
     /// Finished runs; a business's latest run is always kept (its onboarding status).
     pub onboarding_runs: Duration,
     pub dead_jobs: Duration,
-    /// The event log (webhooks and streams resume from it within this time).
+    /// The event log (webhooks and streams resume from it within this time), and webhook
+    /// delivery attempts.
     pub events: Duration,
 }
 
@@ -37,6 +38,7 @@ pub struct Swept {
     pub webhook_receipts: u64,
     pub onboarding_runs: u64,
     pub events: u64,
+    pub webhook_attempts: u64,
 }
 
 /// Removes what is past its retention as of `now`.
@@ -69,5 +71,6 @@ pub async fn sweep(
         webhook_receipts: receipts,
         onboarding_runs: runs,
         events: crate::event_log::sweep(db, now - retention.events).await?,
+        webhook_attempts: crate::webhooks::sweep_attempts(db, now - retention.events).await?,
     })
 }

@@ -9,6 +9,7 @@ pub mod routes;
 pub mod server;
 pub mod sns;
 pub mod state;
+pub mod streams;
 pub mod twilio;
 pub mod validate;
 

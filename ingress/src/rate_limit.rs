@@ -125,10 +125,7 @@ impl RateLimiter {
 
     /// Buckets in Redis at `url`, under `prefix`, shared by every ingress process.
     pub async fn redis(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
-        // TCP_NODELAY, as for the queue: a small command must not wait for a delayed ACK.
-        let info = redis::IntoConnectionInfo::into_connection_info(url)?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let conn = redis::Client::open(info)?.get_connection_manager().await?;
+        let conn = jobs::redis_client(url)?.get_connection_manager().await?;
         Ok(RateLimiter::Redis {
             conn,
             prefix: prefix.to_owned(),

@@ -27,6 +27,12 @@ pub struct Settings {
     pub deadlines: crate::guard::Deadlines,
     /// Requests per caller and route class.
     pub rates: crate::rate_limit::RateLimits,
+    /// Seals webhook endpoints' signing secrets (a key of their own).
+    pub webhook_sealer: entities::secrets::Sealer,
+    /// Which URLs users may give omega to call.
+    pub urls: entities::urls::UrlPolicy,
+    /// How often an event stream sends a comment to keep idle connections open.
+    pub stream_heartbeat: std::time::Duration,
 }
 
 /// The email providers' webhook credentials.
@@ -66,6 +72,8 @@ pub struct AppState {
     pub rate_limiter: crate::rate_limit::RateLimiter,
     pub settings: Settings,
     pub producer: Producer,
+    /// Tells event streams their business has new events.
+    pub wakeup: jobs::wakeup::Wakeup,
     pub credentials: Credentials,
     /// Verifies SNS deliveries (SES events) and caches SNS certificates.
     pub sns: crate::sns::SnsVerifier,
@@ -83,6 +91,7 @@ impl AppState {
         producer: Producer,
         settings: Settings,
         rate_limiter: crate::rate_limit::RateLimiter,
+        wakeup: jobs::wakeup::Wakeup,
     ) -> Self {
         AppState {
             rate_limiter,
@@ -96,6 +105,7 @@ impl AppState {
             credentials: Credentials::new(db.clone()),
             db,
             producer,
+            wakeup,
             known_businesses: RwLock::new(HashSet::new()),
         }
     }

@@ -5,6 +5,7 @@ use entities::onboard::Onboarding;
 use entities::outbound::SendJob;
 use entities::record::RecordBatch;
 use entities::status::StatusReport;
+use entities::webhooks::DeliverWebhook;
 use serde::{Deserialize, Serialize};
 
 /// Declares the job types once, so that the list every worker and every statistic iterates
@@ -38,6 +39,7 @@ job_types! {
     UpdateStatus => "update_status",
     ProcessInbound => "process_inbound",
     Onboard => "onboard",
+    DeliverWebhook => "deliver_webhook",
 }
 
 impl JobType {
@@ -98,6 +100,7 @@ pub enum Job {
     UpdateStatus(StatusUpdates),
     ProcessInbound(Inbound),
     Onboard(OnboardJob),
+    DeliverWebhook(DeliverWebhook),
 }
 
 impl Job {
@@ -111,6 +114,7 @@ impl Job {
             Job::UpdateStatus(_) => JobType::UpdateStatus,
             Job::ProcessInbound(_) => JobType::ProcessInbound,
             Job::Onboard(_) => JobType::Onboard,
+            Job::DeliverWebhook(_) => JobType::DeliverWebhook,
         }
     }
 
@@ -122,6 +126,7 @@ impl Job {
             Job::UpdateStatus(u) => return u.business_id,
             Job::ProcessInbound(i) => i.business_id(),
             Job::Onboard(o) => o.data.business_id,
+            Job::DeliverWebhook(w) => w.business_id,
         })
     }
 }

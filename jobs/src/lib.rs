@@ -15,6 +15,7 @@ mod queue;
 pub mod redis_queue;
 mod retry;
 pub mod sql_queue;
+pub mod wakeup;
 pub mod worker;
 
 pub use envelope::{Delivery, Envelope};
@@ -22,6 +23,15 @@ pub use error::{JobError, QueueError};
 pub use job::{Inbound, Job, JobType, OnboardJob, StatusUpdates};
 pub use queue::{DeadJob, DeadPage, DeadSelector, JobQueue, Producer, QueueStats};
 pub use retry::RetryPolicy;
+
+/// A Redis client whose connections set TCP_NODELAY: a command or pipeline larger than one
+/// segment would otherwise wait for the server's delayed ACK (up to 40 ms) before its last
+/// segment goes.
+pub fn redis_client(url: &str) -> redis::RedisResult<redis::Client> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url)?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info)
+}
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {

@@ -17,6 +17,7 @@ mod m0013_audit_log;
 mod m0014_message_scheduled_at;
 mod m0015_messaging_settings;
 mod m0016_event_log;
+mod m0017_webhooks;
 
 /// Creates an entity's table and its indexes as the entity stands, unless they exist: the
 /// body of a migration that adds a table.
@@ -63,6 +64,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0014_message_scheduled_at::Migration),
             Box::new(m0015_messaging_settings::Migration),
             Box::new(m0016_event_log::Migration),
+            Box::new(m0017_webhooks::Migration),
         ]
     }
 }

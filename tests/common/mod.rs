@@ -492,6 +492,20 @@ pub async fn serve_mock(endpoint: impl poem::Endpoint + 'static) -> String {
 pub const TWILIO_ACCOUNT: &str = "AC00000000000000000000000000000001";
 pub const TWILIO_TOKEN: &str = "global-auth-token-0123456789";
 
+/// Client 5 of business 1 texts its Downtown number, as Twilio posts it (signed with
+/// [`TWILIO_TOKEN`]): a `message.received` event once a worker records it.
+pub async fn client_texts(app: &TestApp, sid: &str, body: &str) {
+    let params = [
+        ("AccountSid", TWILIO_ACCOUNT),
+        ("MessageSid", sid),
+        ("From", "+14155550123"),
+        ("To", "+14155550100"),
+        ("Body", body),
+    ];
+    let resp = post_as_twilio(app, TWILIO_TOKEN, "/twilio/sms/incoming", &params).await;
+    assert_eq!(resp.status(), 200);
+}
+
 /// An omega whose Twilio account is configured (so webhooks verify) while SMS go to the
 /// sandbox; business 1 onboarded through the API, business 2 directly.
 pub async fn with_twilio_sandbox(d: Deployment) -> TestApp {

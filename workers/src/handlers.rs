@@ -102,6 +102,7 @@ pub async fn handle(d: Arc<Delivery>, ctx: Data<Arc<Ctx>>) -> Result<(), JobErro
                 }
             }
             Job::ProcessInbound(inbound) => process_inbound(&ctx, &inbound).await?,
+            Job::DeliverWebhook(job) => crate::webhooks::deliver(&ctx, &job, d.attempt).await?,
             Job::Onboard(job) => {
                 if let Err(e) = onboard::apply(&ctx.db, &job.request_id, &job.data).await {
                     let error = job_error(e);

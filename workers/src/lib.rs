@@ -5,9 +5,11 @@ mod handlers;
 mod outcome;
 pub mod providers;
 mod quiet;
+pub mod relay;
 mod send;
 mod steps;
 pub mod sweep;
+mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use sea_orm::DatabaseConnection;
 
 pub use providers::ProviderSettings;
 use steps::Batches;
+pub use webhooks::WebhookSettings;
 
 pub use handlers::handle;
 
@@ -33,11 +36,13 @@ pub struct Ctx {
     quiet: quiet::QuietRules,
     /// For jobs that make jobs (the answer to a HELP text).
     producer: jobs::Producer,
+    webhooks: webhooks::Deliverer,
 }
 
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
     pub providers: ProviderSettings,
+    pub webhooks: WebhookSettings,
     /// Jobs of one type handled at once by this process.
     pub concurrency: usize,
     /// The most send or status jobs that share one transaction; so many of those run at once.
@@ -53,6 +58,12 @@ pub struct WorkerOptions {
 pub enum WorkersError {
     #[error("worker monitor: {0}")]
     Monitor(#[from] apalis::prelude::MonitorError),
+    #[error(transparent)]
+    Data(#[from] entities::Error),
+    #[error("queue: {0}")]
+    Queue(#[from] jobs::QueueError),
+    #[error("job encoding: {0}")]
+    Encoding(#[from] serde_json::Error),
 }
 
 /// Runs workers for every job type until `shutdown` completes, then lets jobs under way finish
@@ -72,6 +83,7 @@ pub async fn run(
         batches,
         quiet: quiet::QuietRules::default(),
         producer,
+        webhooks: webhooks::Deliverer::new(opts.webhooks.clone()),
     });
     // Consumer names are unique per process so a restarted process never inherits a dead
     // one's deliveries silently; those are taken over after the visibility timeout.
@@ -87,6 +99,8 @@ pub async fn run(
             JobType::SendSms | JobType::SendEmail | JobType::UpdateStatus => {
                 opts.concurrency.max(opts.batch)
             }
+            // Mostly waiting on other services' answers (up to the webhook timeout each).
+            JobType::DeliverWebhook => opts.concurrency.max(64),
             _ => opts.concurrency,
         };
         monitor = monitor.register(move |index| {

@@ -1,12 +1,15 @@
-//! `GET /businesses/{business_id}/events`: the business's event log, in pages, for clients
-//! that cannot hold a stream. Resuming from the last id read misses nothing
+//! The business's event log: `GET /businesses/{business_id}/events` in pages, for clients
+//! that cannot hold a stream, and `…/events/stream`, live as Server-Sent Events
+//! (`crate::streams`). Resuming from the last id read misses nothing
 //! ([`entities::event_log`] says why).
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use entities::event_log::{self, Event, EventId, EventType};
-use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
+use futures::StreamExt;
+use poem::web::sse;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{Object, OpenApi};
 
 use super::ApiTags;
@@ -54,6 +57,34 @@ pub struct BusinessEventPage {
     pub next_after: Option<String>,
 }
 
+/// An event as webhooks POST it and streams send it (the Standard Webhooks payload).
+#[derive(Debug, Object)]
+pub struct EventPayload {
+    /// Sent as the frame's `id` (and a webhook's `webhook-id`), not in the payload.
+    #[oai(skip)]
+    pub id: String,
+    #[oai(rename = "type")]
+    pub event_type: String,
+    /// When it happened (RFC 3339).
+    pub timestamp: String,
+    /// What happened, with `business_id` and `event_id`.
+    pub data: serde_json::Value,
+}
+
+impl From<Event> for EventPayload {
+    fn from(e: Event) -> Self {
+        let mut payload = entities::webhooks::payload(&e);
+        EventPayload {
+            id: e.id.to_string(),
+            event_type: e.event_type,
+            timestamp: payload["timestamp"].as_str().unwrap_or_default().to_owned(),
+            data: payload["data"].take(),
+        }
+    }
+}
+
+type EventFrames = EventStream<futures::stream::BoxStream<'static, EventPayload>>;
+
 pub struct EventsApi {
     pub state: Arc<AppState>,
 }
@@ -81,16 +112,7 @@ impl EventsApi {
     ) -> Result<Json<BusinessEventPage>, ApiError> {
         auth.principal().can_read(business_id.0)?;
         self.state.require_business_exists(business_id.0).await?;
-        let after = match after.0.as_deref() {
-            Some(a) => Some(a.parse::<EventId>().map_err(|_| {
-                ApiError::invalid_at(
-                    &["query", "after"],
-                    "not an event id (evt_ and 32 hex digits)",
-                    "value_error",
-                )
-            })?),
-            None => None,
-        };
+        let after = parse_after(after.0.as_deref(), &["query", "after"])?;
         let types = parse_types(types.0.as_deref())?;
         let events = event_log::page(
             &self.state.db,
@@ -110,6 +132,72 @@ impl EventsApi {
             next_after,
         }))
     }
+
+    /// Follow a business's events live
+    ///
+    /// Server-Sent Events: one frame per event (`id`: the event id, `event`: its type,
+    /// `data`: the same JSON a webhook receives), and a comment every 15 seconds. Resumes
+    /// after `Last-Event-ID` (sent by browsers when they reconnect) or `after`: the events
+    /// missed come first, in order, then live ones, with no gap or repeat; without either,
+    /// from now on. API keys of the business, the platform key, or a staff session of the
+    /// business (cookie or bearer).
+    #[oai(
+        path = "/businesses/:business_id/events/stream",
+        method = "get",
+        tag = "ApiTags::Businesses"
+    )]
+    async fn stream(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        after: Query<Option<String>>,
+        types: Query<Option<String>>,
+        #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
+    ) -> Result<EventFrames, ApiError> {
+        auth.principal().can_read(business_id.0)?;
+        self.state.require_business_exists(business_id.0).await?;
+        // A reconnecting browser keeps the URL it started with: its header is newer.
+        let after = match last_event_id.0.as_deref() {
+            Some(id) => parse_after(Some(id), &["header", "Last-Event-ID"])?,
+            None => parse_after(after.0.as_deref(), &["query", "after"])?,
+        };
+        let types = parse_types(types.0.as_deref())?;
+        let events = crate::streams::follow(
+            self.state.db.clone(),
+            self.state.wakeup.subscribe(),
+            business_id.0,
+            after,
+            types,
+        )
+        .await?;
+        Ok(EventStream::new(events.map(EventPayload::from).boxed())
+            .keep_alive(self.state.settings.stream_heartbeat)
+            .to_event(|e| {
+                let data = serde_json::json!({
+                    "type": e.event_type,
+                    "timestamp": e.timestamp,
+                    "data": e.data,
+                });
+                sse::Event::message(data.to_string())
+                    .id(e.id)
+                    .event_type(e.event_type)
+            }))
+    }
+}
+
+/// `after`, as an event id (422 at the parameter otherwise).
+fn parse_after(after: Option<&str>, loc: &[&str]) -> Result<Option<EventId>, ApiError> {
+    after
+        .map(|a| {
+            a.parse::<EventId>().map_err(|_| {
+                ApiError::invalid_at(
+                    loc,
+                    "not an event id (evt_ and 32 hex digits)",
+                    "value_error",
+                )
+            })
+        })
+        .transpose()
 }
 
 /// `types=a,b`: each a known event type.

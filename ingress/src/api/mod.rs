@@ -28,6 +28,7 @@ pub mod status;
 pub mod twilio_hooks;
 pub mod unsubscribe;
 pub mod voice;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -94,6 +95,7 @@ pub type Apis = (
         settings::SettingsApi,
         unsubscribe::UnsubscribeApi,
         events::EventsApi,
+        webhooks::WebhooksApi,
     ),
 );
 
@@ -170,7 +172,10 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
                 unsubscribe::UnsubscribeApi {
                     state: state.clone(),
                 },
-                events::EventsApi { state },
+                events::EventsApi {
+                    state: state.clone(),
+                },
+                webhooks::WebhooksApi { state },
             ),
         ),
         "omega",

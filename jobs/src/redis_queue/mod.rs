@@ -54,11 +54,7 @@ impl RedisQueue {
         prefix: &str,
         visibility: Duration,
     ) -> Result<Self, QueueError> {
-        // TCP_NODELAY: a pipeline of many jobs is larger than one segment, and without it the
-        // last segment waits for the server's delayed ACK (up to 40 ms).
-        let info = redis::IntoConnectionInfo::into_connection_info(url)?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info)?;
+        let client = crate::redis_client(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(30)))

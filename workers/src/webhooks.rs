@@ -1,0 +1,240 @@
+//! The `deliver_webhook` job: one event POSTed to one endpoint, signed by the Standard
+//! Webhooks spec, each attempt recorded. Failures (non-2xx, timeouts, connection errors) are
+//! retried on the queue's usual schedule and then dead-lettered, where operators see,
+//! replay and drain them like any job.
+//!
+//! One business's slow endpoint must not hold every worker: an endpoint has at most
+//! `per_endpoint` attempts under way per process; further jobs for it wait in the queue (not
+//! counted as attempts) while other endpoints' jobs run.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use entities::secrets::Sealer;
+use entities::urls::UrlPolicy;
+use entities::webhooks::{self, Attempted, DeliverWebhook};
+use jobs::JobError;
+
+use crate::Ctx;
+use crate::outcome::job_error;
+
+/// How webhooks are delivered.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// Opens the endpoints' secrets.
+    pub sealer: Sealer,
+    pub urls: UrlPolicy,
+    /// One attempt's limit (connecting, sending and the answer).
+    pub timeout: Duration,
+    /// An endpoint whose every attempt failed for this long is disabled.
+    pub disable_after: chrono::Duration,
+    /// Attempts under way at once per endpoint, per process.
+    pub per_endpoint: usize,
+}
+
+/// How long a job for an endpoint at its limit waits before it is tried again.
+const BUSY_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+pub(crate) struct Deliverer {
+    settings: WebhookSettings,
+    http: reqwest::Client,
+    in_flight: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+impl Deliverer {
+    pub fn new(settings: WebhookSettings) -> Self {
+        let mut http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            // A redirect could lead anywhere, past the URL policy; the endpoint's owner
+            // registers the final URL.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("omega-webhooks/1");
+        if !settings.urls.allow_private {
+            http = http.dns_resolver(Arc::new(PublicOnly(settings.urls)));
+        }
+        Deliverer {
+            http: http.build().expect("the webhook HTTP client builds"),
+            settings,
+            in_flight: Default::default(),
+        }
+    }
+
+    /// A place among the endpoint's attempts under way, if one is free.
+    fn slot(&self, webhook_id: i64) -> Option<Slot> {
+        let mut in_flight = self.in_flight.lock().expect("not poisoned");
+        let n = in_flight.entry(webhook_id).or_default();
+        if *n >= self.settings.per_endpoint {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            webhook_id,
+            in_flight: self.in_flight.clone(),
+        })
+    }
+}
+
+struct Slot {
+    webhook_id: i64,
+    in_flight: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut in_flight = self.in_flight.lock().expect("not poisoned");
+        if let Some(n) = in_flight.get_mut(&self.webhook_id) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(&self.webhook_id);
+            }
+        }
+    }
+}
+
+/// Resolves names to public addresses only, at every connection (a name checked when the
+/// endpoint was created may have been re-pointed since).
+struct PublicOnly(UrlPolicy);
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let (policy, name) = (self.0, name.as_str().to_owned());
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = policy.public_addrs(&name, 0).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Makes one attempt and records it.
+pub(crate) async fn deliver(ctx: &Ctx, job: &DeliverWebhook, attempt: u32) -> Result<(), JobError> {
+    let deliverer = &ctx.webhooks;
+    let target = webhooks::target(&ctx.db, &deliverer.settings.sealer, job.webhook_id)
+        .await
+        .map_err(job_error)?;
+    let Some(target) = target else {
+        tracing::info!(
+            webhook_id = job.webhook_id,
+            "webhook endpoint deleted or disabled; delivery dropped"
+        );
+        return Ok(());
+    };
+    let Some(_slot) = deliverer.slot(job.webhook_id) else {
+        return Err(JobError::NotDue {
+            until: chrono::Utc::now() + BUSY_WAIT,
+        });
+    };
+    deliverer
+        .settings
+        .urls
+        .parse(&target.url)
+        .map_err(|e| JobError::Permanent(e.to_string()))?;
+    let timestamp = chrono::Utc::now().timestamp();
+    let signature = target
+        .secret
+        .sign(&job.event_id, timestamp, job.body.as_bytes());
+    let started = Instant::now();
+    let answer = deliverer
+        .http
+        .post(&target.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &job.event_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(job.body.clone())
+        .send()
+        .await;
+    let latency_ms = started.elapsed().as_millis() as i64;
+    let (outcome, retry_after) = match answer {
+        Ok(r) if r.status().is_success() => (
+            Attempted {
+                status_code: Some(r.status().as_u16()),
+                latency_ms,
+                error: None,
+            },
+            None,
+        ),
+        Ok(r) => {
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let status = r.status();
+            (
+                Attempted {
+                    status_code: Some(status.as_u16()),
+                    latency_ms,
+                    error: Some(format!("the endpoint answered {status}")),
+                },
+                retry_after,
+            )
+        }
+        Err(e) => (
+            Attempted {
+                status_code: None,
+                latency_ms,
+                error: Some(describe(&e, deliverer.settings.timeout)),
+            },
+            None,
+        ),
+    };
+    metrics::counter!(
+        "omega_webhook_attempts_total",
+        "outcome" => if outcome.error.is_none() { "ok" } else { "failed" }
+    )
+    .increment(1);
+    let disabled = webhooks::record_attempt(
+        &ctx.db,
+        job,
+        attempt,
+        &outcome,
+        chrono::Utc::now(),
+        deliverer.settings.disable_after,
+    )
+    .await
+    .map_err(job_error)?;
+    let Some(error) = outcome.error else {
+        return Ok(());
+    };
+    if disabled {
+        metrics::counter!("omega_webhooks_disabled_total").increment(1);
+        tracing::warn!(
+            webhook_id = job.webhook_id,
+            business_id = job.business_id,
+            error,
+            "webhook endpoint disabled: every delivery failed for too long"
+        );
+        return Err(JobError::Permanent(format!(
+            "{error}; the endpoint is now disabled"
+        )));
+    }
+    Err(match retry_after {
+        Some(after) => JobError::RetryAfter {
+            after,
+            reason: error,
+        },
+        None => JobError::Transient(error),
+    })
+}
+
+/// A failed call, with the cause reqwest keeps in its source chain.
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {timeout:?}");
+    }
+    let mut text = if e.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        "the request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -372,6 +372,23 @@ async fn a_failing_endpoint_is_dead_lettered_replayed_and_disabled(d: Deployment
     assert_eq!(resp.status(), 200);
     let got = deliveries_of(&receiver, "SMdead", 4).await;
     assert_eq!(got[3].id, got[0].id);
+    wait_for(
+        "the replayed attempt recorded",
+        Duration::from_secs(10),
+        || async {
+            let v: Value = app
+                .get(
+                    &format!("/businesses/1/webhooks/{id}/attempts"),
+                    Some(PLATFORM_KEY),
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            (v["items"][0]["status_code"] == 204).then_some(())
+        },
+    )
+    .await;
 
     // Failing for longer than OMEGA_WEBHOOK_DISABLE_AFTER_HOURS (120) disables it.
     let since = chrono::Utc::now() - chrono::Duration::hours(121);

@@ -82,6 +82,15 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         self.loading.lock().expect("cache poisoned").remove(key);
         loaded
     }
+
+    /// Drops `key`'s entry: the next caller loads it afresh.
+    pub fn forget<Q>(&self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.entries.write().expect("cache poisoned").remove(key);
+    }
 }
 
 #[cfg(test)]

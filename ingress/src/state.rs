@@ -72,8 +72,8 @@ pub struct AppState {
     pub rate_limiter: crate::rate_limit::RateLimiter,
     pub settings: Settings,
     pub producer: Producer,
-    /// Tells event streams their business has new events.
-    pub wakeup: jobs::wakeup::Wakeup,
+    /// The live event streams' shared reads of the log.
+    pub streams: crate::streams::Hub,
     pub credentials: Credentials,
     /// Verifies SNS deliveries (SES events) and caches SNS certificates.
     pub sns: crate::sns::SnsVerifier,
@@ -103,9 +103,9 @@ impl AppState {
             settings,
             numbers: TtlCache::new(LOOKUP_TTL, LOOKUP_MAX),
             credentials: Credentials::new(db.clone()),
+            streams: crate::streams::Hub::new(db.clone(), wakeup),
             db,
             producer,
-            wakeup,
             known_businesses: RwLock::new(HashSet::new()),
         }
     }

@@ -11,9 +11,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use entities::cache::{LOOKUP_MAX, LOOKUP_TTL, TtlCache};
 use entities::secrets::Sealer;
 use entities::urls::UrlPolicy;
-use entities::webhooks::{self, Attempted, DeliverWebhook};
+use entities::webhooks::{self, Attempted, DeliverWebhook, Target};
 use jobs::JobError;
 
 use crate::Ctx;
@@ -39,6 +40,9 @@ const BUSY_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 pub(crate) struct Deliverer {
     settings: WebhookSettings,
     http: reqwest::Client,
+    /// Endpoints' URLs and opened secrets, for a few seconds (a deleted or disabled endpoint
+    /// stops receiving within that time).
+    targets: TtlCache<i64, Option<Arc<Target>>>,
     in_flight: Arc<Mutex<HashMap<i64, usize>>>,
 }
 
@@ -57,6 +61,7 @@ impl Deliverer {
         Deliverer {
             http: http.build().expect("the webhook HTTP client builds"),
             settings,
+            targets: TtlCache::new(LOOKUP_TTL, LOOKUP_MAX),
             in_flight: Default::default(),
         }
     }
@@ -110,7 +115,12 @@ impl reqwest::dns::Resolve for PublicOnly {
 /// Makes one attempt and records it.
 pub(crate) async fn deliver(ctx: &Ctx, job: &DeliverWebhook, attempt: u32) -> Result<(), JobError> {
     let deliverer = &ctx.webhooks;
-    let target = webhooks::target(&ctx.db, &deliverer.settings.sealer, job.webhook_id)
+    let target = deliverer
+        .targets
+        .get_or_load(&job.webhook_id, async {
+            let found = webhooks::target(&ctx.db, &deliverer.settings.sealer, job.webhook_id);
+            Ok::<_, entities::Error>(found.await?.map(Arc::new))
+        })
         .await
         .map_err(job_error)?;
     let Some(target) = target else {
@@ -193,9 +203,14 @@ pub(crate) async fn deliver(ctx: &Ctx, job: &DeliverWebhook, attempt: u32) -> Re
         &outcome,
         chrono::Utc::now(),
         deliverer.settings.disable_after,
+        target.failing,
     )
     .await
     .map_err(job_error)?;
+    if target.failing != outcome.error.is_some() || disabled {
+        // The endpoint's streak (or state) changed: read it afresh next time.
+        deliverer.targets.forget(&job.webhook_id);
+    }
     let Some(error) = outcome.error else {
         return Ok(());
     };

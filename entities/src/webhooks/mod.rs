@@ -194,6 +194,8 @@ impl DeliverWebhook {
 pub struct Target {
     pub url: String,
     pub secret: Secret,
+    /// Whether its last attempt failed (a success then ends the streak).
+    pub failing: bool,
 }
 
 /// The endpoint's URL and secret, if it still takes deliveries (not deleted or disabled).
@@ -209,6 +211,7 @@ pub async fn target(db: &impl ConnectionTrait, sealer: &Sealer, id: i64) -> Resu
     Ok(Some(Target {
         url: m.url,
         secret: Secret::parse(&text)?,
+        failing: m.failing_since.is_some(),
     }))
 }
 
@@ -222,9 +225,9 @@ pub struct Attempted {
     pub error: Option<String>,
 }
 
-/// Records an attempt and the endpoint's failing streak: a success ends it; a failure when
-/// every attempt for `disable_after` has failed disables the endpoint. True when this one
-/// disabled it.
+/// Records an attempt and the endpoint's failing streak: a success ends it (`was_failing`:
+/// whether there may be one to end); a failure when every attempt for `disable_after` has
+/// failed disables the endpoint. True when this one disabled it.
 pub async fn record_attempt(
     db: &impl ConnectionTrait,
     job: &DeliverWebhook,
@@ -232,6 +235,7 @@ pub async fn record_attempt(
     outcome: &Attempted,
     at: DateTime<Utc>,
     disable_after: Duration,
+    was_failing: bool,
 ) -> Result<bool> {
     webhook_attempt::ActiveModel {
         webhook_id: Set(job.webhook_id),
@@ -248,6 +252,9 @@ pub async fn record_attempt(
     .await?;
     let streak = webhook::Entity::update_many().filter(webhook::Column::Id.eq(job.webhook_id));
     if outcome.error.is_none() {
+        if !was_failing {
+            return Ok(false);
+        }
         streak
             .col_expr(
                 webhook::Column::FailingSince,

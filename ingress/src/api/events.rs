@@ -2,6 +2,7 @@
 //! that cannot hold a stream, and `…/events/stream`, live as Server-Sent Events
 //! (`crate::streams`). Resuming from the last id read misses nothing
 //! ([`entities::event_log`] says why).
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -10,12 +11,15 @@ use futures::StreamExt;
 use poem::web::sse;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{Object, OpenApi};
 
 use super::ApiTags;
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::streams::Published;
 
 /// Events a page holds unless `limit` says otherwise.
 const DEFAULT_LIMIT: u64 = 100;
@@ -60,9 +64,6 @@ pub struct BusinessEventPage {
 /// An event as webhooks POST it and streams send it (the Standard Webhooks payload).
 #[derive(Debug, Object)]
 pub struct EventPayload {
-    /// Sent as the frame's `id` (and a webhook's `webhook-id`), not in the payload.
-    #[oai(skip)]
-    pub id: String,
     #[oai(rename = "type")]
     pub event_type: String,
     /// When it happened (RFC 3339).
@@ -71,19 +72,43 @@ pub struct EventPayload {
     pub data: serde_json::Value,
 }
 
-impl From<Event> for EventPayload {
-    fn from(e: Event) -> Self {
-        let mut payload = entities::webhooks::payload(&e);
-        EventPayload {
-            id: e.id.to_string(),
-            event_type: e.event_type,
-            timestamp: payload["timestamp"].as_str().unwrap_or_default().to_owned(),
-            data: payload["data"].take(),
-        }
+/// A stream's frame: an `EventPayload` serialized once for every reader in the process
+/// (`crate::streams`), documented as one.
+pub struct StreamedEvent(Arc<Published>);
+
+impl Type for StreamedEvent {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        EventPayload::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        EventPayload::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        EventPayload::register(registry)
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
     }
 }
 
-type EventFrames = EventStream<futures::stream::BoxStream<'static, EventPayload>>;
+impl ToJSON for StreamedEvent {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.0.data).ok()
+    }
+}
+
+type EventFrames = EventStream<futures::stream::BoxStream<'static, StreamedEvent>>;
 
 pub struct EventsApi {
     pub state: Arc<AppState>,
@@ -162,25 +187,17 @@ impl EventsApi {
             None => parse_after(after.0.as_deref(), &["query", "after"])?,
         };
         let types = parse_types(types.0.as_deref())?;
-        let events = crate::streams::follow(
-            self.state.db.clone(),
-            self.state.wakeup.subscribe(),
-            business_id.0,
-            after,
-            types,
-        )
-        .await?;
-        Ok(EventStream::new(events.map(EventPayload::from).boxed())
+        let events = self
+            .state
+            .streams
+            .follow(business_id.0, after, types)
+            .await?;
+        Ok(EventStream::new(events.map(StreamedEvent).boxed())
             .keep_alive(self.state.settings.stream_heartbeat)
-            .to_event(|e| {
-                let data = serde_json::json!({
-                    "type": e.event_type,
-                    "timestamp": e.timestamp,
-                    "data": e.data,
-                });
-                sse::Event::message(data.to_string())
-                    .id(e.id)
-                    .event_type(e.event_type)
+            .to_event(|StreamedEvent(e)| {
+                sse::Event::message(e.data.as_str())
+                    .id(e.id.to_string())
+                    .event_type(e.event_type.as_str())
             }))
     }
 }

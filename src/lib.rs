@@ -38,10 +38,6 @@ pub fn metrics_render() -> ingress::MetricsRender {
     Arc::new(move || handle.render())
 }
 
-/// Attempts under way at once per webhook endpoint and worker process: a slow endpoint holds
-/// at most this many of the delivery workers.
-const WEBHOOK_ATTEMPTS_PER_ENDPOINT: usize = 8;
-
 /// How often the queue gauges are refreshed (a stats call per job type, not per scrape).
 const GAUGE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -302,7 +298,9 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
                 urls,
                 timeout: config.webhook_timeout,
                 disable_after: config.webhook_disable_after,
-                per_endpoint: WEBHOOK_ATTEMPTS_PER_ENDPOINT,
+                // An endpoint not known to be fast holds at most an eighth of the delivery
+                // workers: a slow one leaves the rest to every other endpoint.
+                per_endpoint: workers::DELIVERIES_AT_ONCE / 8,
             },
             concurrency: config.worker_concurrency,
             batch: config.worker_batch,

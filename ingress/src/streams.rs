@@ -6,10 +6,11 @@
 //! streams, tagged with the id of the event the tail sent before it. A stream catches up
 //! from the log itself (from `Last-Event-ID`) and then takes the broadcast, which it can
 //! check for gaps: an event whose predecessor is past what the stream has sent means it
-//! missed something, and it reads the log again from where it is. So a hundred readers cost
-//! one read of the log per wake-up, not a hundred, and a reader that falls behind (its
-//! bounded broadcast buffer overflows) is not dropped and does not slow anyone: it catches
-//! up from the log, paced by its own connection.
+//! missed something, and it catches up from where it is: from the tail's last [`RECENT`]
+//! events kept in memory when they reach back that far, else from the log. So a hundred
+//! readers cost one read and one serialization per event, not a hundred, and a reader that
+//! falls behind (its bounded broadcast buffer overflows) is not dropped and does not slow
+//! anyone: it catches up, paced by its own connection.
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,8 +25,10 @@ use tokio::sync::broadcast;
 const PAGE: u64 = 500;
 /// The longest a tail waits without a wake-up before reading the log anyway.
 pub const SAFETY_POLL: Duration = Duration::from_secs(1);
-/// Events a stream may be behind its tail before it reads the log instead.
+/// Events a stream may be behind its tail before it catches up instead.
 const BUFFER: usize = 1024;
+/// Events a tail keeps for streams that catch up (each a few kilobytes).
+const RECENT: usize = 4096;
 
 /// An event ready to send: its frame's data serialized once for every reader.
 #[derive(Debug)]
@@ -49,13 +52,32 @@ impl Published {
     }
 }
 
-type Feed = broadcast::Sender<Arc<Published>>;
+/// What a tail gives its streams: new events as they come, and the last few for catching up.
+struct Feed {
+    live: broadcast::Sender<Arc<Published>>,
+    /// The tail's last events, each the predecessor of the next.
+    recent: Mutex<VecDeque<Arc<Published>>>,
+}
+
+impl Feed {
+    /// Up to `max` events after `cursor`, if the kept ones reach back to it (None: they do
+    /// not; read the log).
+    fn after(&self, cursor: Option<EventId>, max: usize) -> Option<Vec<Arc<Published>>> {
+        let recent = self.recent.lock().expect("not poisoned");
+        let first = recent.front()?;
+        if first.prev > cursor {
+            return None;
+        }
+        let start = recent.partition_point(|p| Some(p.id) <= cursor);
+        Some(recent.range(start..).take(max).cloned().collect())
+    }
+}
 
 /// This process's tails, one per business that has readers.
 pub struct Hub {
     db: DatabaseConnection,
     wakeup: Wakeup,
-    tails: Arc<Mutex<HashMap<i64, Feed>>>,
+    tails: Arc<Mutex<HashMap<i64, Arc<Feed>>>>,
 }
 
 impl Hub {
@@ -71,29 +93,33 @@ impl Hub {
     async fn subscribe(
         &self,
         business_id: i64,
-    ) -> entities::Result<broadcast::Receiver<Arc<Published>>> {
+    ) -> entities::Result<(Arc<Feed>, broadcast::Receiver<Arc<Published>>)> {
         if let Some(feed) = self.tails.lock().expect("not poisoned").get(&business_id) {
-            return Ok(feed.subscribe());
+            return Ok((feed.clone(), feed.live.subscribe()));
         }
         // Woken from before the tail's starting point is read: nothing after it is missed.
         let wakeups = self.wakeup.subscribe();
         let start = event_log::newest(&self.db, business_id).await?;
         let mut tails = self.tails.lock().expect("not poisoned");
         if let Some(feed) = tails.get(&business_id) {
-            return Ok(feed.subscribe());
+            return Ok((feed.clone(), feed.live.subscribe()));
         }
-        let (feed, rx) = broadcast::channel(BUFFER);
+        let (live, rx) = broadcast::channel(BUFFER);
+        let feed = Arc::new(Feed {
+            live,
+            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+        });
         tails.insert(business_id, feed.clone());
         let tail = Tail {
             db: self.db.clone(),
             business_id,
-            feed,
+            feed: feed.clone(),
             last: start,
             wakeups,
             tails: self.tails.clone(),
         };
         tokio::spawn(tail.run());
-        Ok(rx)
+        Ok((feed, rx))
     }
 
     /// The business's events after `after` (with none, those committed from now on), then
@@ -106,7 +132,7 @@ impl Hub {
         after: Option<EventId>,
         types: Vec<EventType>,
     ) -> entities::Result<impl Stream<Item = Arc<Published>> + Send + 'static> {
-        let feed = self.subscribe(business_id).await?;
+        let (feed, live) = self.subscribe(business_id).await?;
         let cursor = match after {
             Some(after) => Some(after),
             None => event_log::newest(&self.db, business_id).await?,
@@ -118,6 +144,7 @@ impl Hub {
             cursor,
             buffer: VecDeque::new(),
             feed,
+            live,
             catch_up: true,
         };
         Ok(futures::stream::unfold(state, next))
@@ -128,10 +155,10 @@ impl Hub {
 struct Tail {
     db: DatabaseConnection,
     business_id: i64,
-    feed: Feed,
+    feed: Arc<Feed>,
     last: Option<EventId>,
     wakeups: broadcast::Receiver<i64>,
-    tails: Arc<Mutex<HashMap<i64, Feed>>>,
+    tails: Arc<Mutex<HashMap<i64, Arc<Feed>>>>,
 }
 
 impl Tail {
@@ -141,7 +168,7 @@ impl Tail {
             {
                 // No readers left: the tail ends (under the lock a new reader takes).
                 let mut tails = self.tails.lock().expect("not poisoned");
-                if self.feed.receiver_count() == 0 {
+                if self.feed.live.receiver_count() == 0 {
                     tails.remove(&self.business_id);
                     return;
                 }
@@ -157,8 +184,16 @@ impl Tail {
         loop {
             let events = event_log::page(&self.db, self.business_id, self.last, &[], PAGE).await?;
             for e in &events {
+                let published = Published::new(self.last, e);
+                {
+                    let mut recent = self.feed.recent.lock().expect("not poisoned");
+                    if recent.len() == RECENT {
+                        recent.pop_front();
+                    }
+                    recent.push_back(published.clone());
+                }
                 // No receiver is fine: the tail ends at its next round.
-                let _ = self.feed.send(Published::new(self.last, e));
+                let _ = self.feed.live.send(published);
                 self.last = Some(e.id);
             }
             if (events.len() as u64) < PAGE {
@@ -197,7 +232,8 @@ struct Follow {
     /// The last event of the log this stream has passed (sent, or skipped by type).
     cursor: Option<EventId>,
     buffer: VecDeque<Arc<Published>>,
-    feed: broadcast::Receiver<Arc<Published>>,
+    feed: Arc<Feed>,
+    live: broadcast::Receiver<Arc<Published>>,
     /// Whether the log may hold events after the cursor that the feed will not bring.
     catch_up: bool,
 }
@@ -221,6 +257,12 @@ async fn next(mut s: Follow) -> Option<(Arc<Published>, Follow)> {
             continue;
         }
         if s.catch_up {
+            if let Some(kept) = s.feed.after(s.cursor, PAGE as usize) {
+                // Caught up from memory, or nothing newer yet: the live feed brings the rest.
+                s.catch_up = !kept.is_empty();
+                s.buffer.extend(kept);
+                continue;
+            }
             match event_log::page(&s.db, s.business_id, s.cursor, &[], PAGE).await {
                 Ok(events) if !events.is_empty() => {
                     let mut prev = s.cursor;
@@ -237,7 +279,7 @@ async fn next(mut s: Follow) -> Option<(Arc<Published>, Follow)> {
                 }
             }
         }
-        match s.feed.recv().await {
+        match s.live.recv().await {
             Ok(p) => {
                 if s.cursor.is_some_and(|c| p.id <= c) {
                     continue;

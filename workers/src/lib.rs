@@ -26,6 +26,10 @@ pub use webhooks::WebhookSettings;
 
 pub use handlers::handle;
 
+/// Webhook deliveries under way at once per process, at least (they mostly wait on other
+/// services' answers).
+pub const DELIVERIES_AT_ONCE: usize = 64;
+
 /// What every handler needs.
 pub struct Ctx {
     pub db: DatabaseConnection,
@@ -76,6 +80,7 @@ pub async fn run(
 ) -> Result<(), WorkersError> {
     let producer = jobs::Producer::new(queue.clone());
     let batches = Batches::new(&db, producer.clone(), opts.batch);
+    let webhooks = webhooks::Deliverer::new(&db, opts.webhooks.clone(), opts.batch);
     let ctx = Arc::new(Ctx {
         db,
         policy: opts.policy,
@@ -83,7 +88,7 @@ pub async fn run(
         batches,
         quiet: quiet::QuietRules::default(),
         producer,
-        webhooks: webhooks::Deliverer::new(opts.webhooks.clone()),
+        webhooks,
     });
     // Consumer names are unique per process so a restarted process never inherits a dead
     // one's deliveries silently; those are taken over after the visibility timeout.
@@ -100,7 +105,7 @@ pub async fn run(
                 opts.concurrency.max(opts.batch)
             }
             // Mostly waiting on other services' answers (up to the webhook timeout each).
-            JobType::DeliverWebhook => opts.concurrency.max(64),
+            JobType::DeliverWebhook => opts.concurrency.max(DELIVERIES_AT_ONCE),
             _ => opts.concurrency,
         };
         monitor = monitor.register(move |index| {

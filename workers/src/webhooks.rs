@@ -3,9 +3,11 @@
 //! retried on the queue's usual schedule and then dead-lettered, where operators see,
 //! replay and drain them like any job.
 //!
-//! One business's slow endpoint must not hold every worker: an endpoint has at most
+//! One business's slow endpoint must not hold every worker: an endpoint that has not shown
+//! itself fast (recent attempts answered within [`FAST`] on average) has at most
 //! `per_endpoint` attempts under way per process; further jobs for it wait in the queue (not
-//! counted as attempts) while other endpoints' jobs run.
+//! counted as attempts) while other endpoints' jobs run. A fast endpoint is not limited, so
+//! a busy, healthy receiver gets the whole pool.
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,7 +16,10 @@ use std::time::{Duration, Instant};
 use entities::cache::{LOOKUP_MAX, LOOKUP_TTL, TtlCache};
 use entities::secrets::Sealer;
 use entities::urls::UrlPolicy;
-use entities::webhooks::{self, Attempted, DeliverWebhook, Target};
+use entities::webhooks::{self, Attempted, DeliverWebhook, NewAttempt, Target};
+use sea_orm::DatabaseConnection;
+
+use crate::batch::Batcher;
 use jobs::JobError;
 
 use crate::Ctx;
@@ -30,7 +35,7 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// An endpoint whose every attempt failed for this long is disabled.
     pub disable_after: chrono::Duration,
-    /// Attempts under way at once per endpoint, per process.
+    /// Attempts under way at once, per process, for an endpoint not known to be fast.
     pub per_endpoint: usize,
 }
 
@@ -43,11 +48,31 @@ pub(crate) struct Deliverer {
     /// Endpoints' URLs and opened secrets, for a few seconds (a deleted or disabled endpoint
     /// stops receiving within that time).
     targets: TtlCache<i64, Option<Arc<Target>>>,
-    in_flight: Arc<Mutex<HashMap<i64, usize>>>,
+    load: Arc<Mutex<HashMap<i64, Load>>>,
+    /// Attempts are recorded group-committed: one transaction per batch, not per attempt.
+    attempts: Batcher<NewAttempt, bool>,
 }
 
 impl Deliverer {
-    pub fn new(settings: WebhookSettings) -> Self {
+    pub fn new(db: &DatabaseConnection, settings: WebhookSettings, batch: usize) -> Self {
+        let attempts = Batcher::new("webhook_attempts", batch, {
+            let (db, disable_after) = (db.clone(), settings.disable_after);
+            move |attempts: Arc<[NewAttempt]>| {
+                let db = db.clone();
+                async move {
+                    let record = async {
+                        let txn = entities::db::begin_write(&db).await?;
+                        let now = chrono::Utc::now();
+                        let disabled =
+                            webhooks::record_attempts(&txn, &attempts, now, disable_after).await?;
+                        txn.commit().await?;
+                        Ok::<_, entities::Error>(disabled)
+                    };
+                    let disabled = record.await.map_err(job_error)?;
+                    Ok(disabled.into_iter().map(Ok).collect())
+                }
+            }
+        });
         let mut http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
@@ -62,38 +87,56 @@ impl Deliverer {
             http: http.build().expect("the webhook HTTP client builds"),
             settings,
             targets: TtlCache::new(LOOKUP_TTL, LOOKUP_MAX),
-            in_flight: Default::default(),
+            load: Default::default(),
+            attempts,
         }
     }
 
-    /// A place among the endpoint's attempts under way, if one is free.
+    /// A place among the endpoint's attempts under way, if it may have one more.
     fn slot(&self, webhook_id: i64) -> Option<Slot> {
-        let mut in_flight = self.in_flight.lock().expect("not poisoned");
-        let n = in_flight.entry(webhook_id).or_default();
-        if *n >= self.settings.per_endpoint {
+        let mut load = self.load.lock().expect("not poisoned");
+        let l = load.entry(webhook_id).or_default();
+        let fast = l.latency_ms.is_some_and(|ms| ms < FAST.as_millis() as f64);
+        if l.in_flight >= self.settings.per_endpoint && !fast {
             return None;
         }
-        *n += 1;
+        l.in_flight += 1;
         Some(Slot {
             webhook_id,
-            in_flight: self.in_flight.clone(),
+            load: self.load.clone(),
         })
+    }
+
+    /// Keeps the endpoint's average answer time (a moving average of recent attempts).
+    fn observe(&self, webhook_id: i64, took: Duration) {
+        let ms = took.as_millis() as f64;
+        let mut load = self.load.lock().expect("not poisoned");
+        let l = load.entry(webhook_id).or_default();
+        l.latency_ms = Some(l.latency_ms.map_or(ms, |avg| 0.8 * avg + 0.2 * ms));
     }
 }
 
+/// An endpoint's attempts in this process.
+#[derive(Default)]
+struct Load {
+    in_flight: usize,
+    /// The moving average of its attempts' time; None until one has finished.
+    latency_ms: Option<f64>,
+}
+
+/// An endpoint answering within this on average is not limited.
+const FAST: Duration = Duration::from_secs(1);
+
 struct Slot {
     webhook_id: i64,
-    in_flight: Arc<Mutex<HashMap<i64, usize>>>,
+    load: Arc<Mutex<HashMap<i64, Load>>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut in_flight = self.in_flight.lock().expect("not poisoned");
-        if let Some(n) = in_flight.get_mut(&self.webhook_id) {
-            *n -= 1;
-            if *n == 0 {
-                in_flight.remove(&self.webhook_id);
-            }
+        let mut load = self.load.lock().expect("not poisoned");
+        if let Some(l) = load.get_mut(&self.webhook_id) {
+            l.in_flight = l.in_flight.saturating_sub(1);
         }
     }
 }
@@ -155,7 +198,9 @@ pub(crate) async fn deliver(ctx: &Ctx, job: &DeliverWebhook, attempt: u32) -> Re
         .body(job.body.clone())
         .send()
         .await;
-    let latency_ms = started.elapsed().as_millis() as i64;
+    let took = started.elapsed();
+    deliverer.observe(job.webhook_id, took);
+    let latency_ms = took.as_millis() as i64;
     let (outcome, retry_after) = match answer {
         Ok(r) if r.status().is_success() => (
             Attempted {
@@ -196,17 +241,17 @@ pub(crate) async fn deliver(ctx: &Ctx, job: &DeliverWebhook, attempt: u32) -> Re
         "outcome" => if outcome.error.is_none() { "ok" } else { "failed" }
     )
     .increment(1);
-    let disabled = webhooks::record_attempt(
-        &ctx.db,
-        job,
-        attempt,
-        &outcome,
-        chrono::Utc::now(),
-        deliverer.settings.disable_after,
-        target.failing,
-    )
-    .await
-    .map_err(job_error)?;
+    let disabled = deliverer
+        .attempts
+        .submit(NewAttempt {
+            webhook_id: job.webhook_id,
+            event_id: job.event_id.clone(),
+            event_type: job.event_type.clone(),
+            attempt,
+            outcome: outcome.clone(),
+            was_failing: target.failing,
+        })
+        .await?;
     if target.failing != outcome.error.is_some() || disabled {
         // The endpoint's streak (or state) changed: read it afresh next time.
         deliverer.targets.forget(&job.webhook_id);

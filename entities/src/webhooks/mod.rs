@@ -225,63 +225,88 @@ pub struct Attempted {
     pub error: Option<String>,
 }
 
-/// Records an attempt and the endpoint's failing streak: a success ends it (`was_failing`:
-/// whether there may be one to end); a failure when every attempt for `disable_after` has
-/// failed disables the endpoint. True when this one disabled it.
-pub async fn record_attempt(
-    db: &impl ConnectionTrait,
-    job: &DeliverWebhook,
-    attempt: u32,
-    outcome: &Attempted,
+/// An attempt to record.
+#[derive(Clone, Debug)]
+pub struct NewAttempt {
+    pub webhook_id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    /// 1 for the first attempt of its delivery.
+    pub attempt: u32,
+    pub outcome: Attempted,
+    /// Whether the endpoint was failing before it (a success then ends the streak).
+    pub was_failing: bool,
+}
+
+/// Records attempts (in the caller's transaction) and the endpoints' failing streaks: a
+/// success ends one; a failure when every attempt for `disable_after` has failed disables
+/// the endpoint. For each attempt, whether it disabled its endpoint.
+pub async fn record_attempts(
+    txn: &impl ConnectionTrait,
+    attempts: &[NewAttempt],
     at: DateTime<Utc>,
     disable_after: Duration,
-    was_failing: bool,
-) -> Result<bool> {
-    webhook_attempt::ActiveModel {
-        webhook_id: Set(job.webhook_id),
-        event_id: Set(job.event_id.clone()),
-        event_type: Set(job.event_type.clone()),
-        attempt: Set(attempt.min(i32::MAX as u32) as i32),
-        status_code: Set(outcome.status_code.map(i32::from)),
-        latency_ms: Set(outcome.latency_ms),
-        error: Set(outcome.error.clone()),
-        created_at: Set(at),
-        ..Default::default()
-    }
-    .insert(db)
-    .await?;
-    let streak = webhook::Entity::update_many().filter(webhook::Column::Id.eq(job.webhook_id));
-    if outcome.error.is_none() {
-        if !was_failing {
-            return Ok(false);
-        }
-        streak
-            .col_expr(
-                webhook::Column::FailingSince,
-                Expr::value(None::<DateTime<Utc>>),
-            )
-            .filter(webhook::Column::FailingSince.is_not_null())
-            .exec(db)
+) -> Result<Vec<bool>> {
+    for chunk in attempts.chunks(crate::db::INSERT_CHUNK) {
+        let rows = chunk.iter().map(|a| webhook_attempt::ActiveModel {
+            webhook_id: Set(a.webhook_id),
+            event_id: Set(a.event_id.clone()),
+            event_type: Set(a.event_type.clone()),
+            attempt: Set(a.attempt.min(i32::MAX as u32) as i32),
+            status_code: Set(a.outcome.status_code.map(i32::from)),
+            latency_ms: Set(a.outcome.latency_ms),
+            error: Set(a.outcome.error.clone()),
+            created_at: Set(at),
+            ..Default::default()
+        });
+        webhook_attempt::Entity::insert_many(rows)
+            .exec_without_returning(txn)
             .await?;
-        return Ok(false);
     }
-    streak
+    let mut disabled = Vec::with_capacity(attempts.len());
+    for a in attempts {
+        disabled.push(streak(txn, a, at, disable_after).await?);
+    }
+    Ok(disabled)
+}
+
+/// One attempt's effect on its endpoint's failing streak; whether it disabled the endpoint.
+async fn streak(
+    txn: &impl ConnectionTrait,
+    a: &NewAttempt,
+    at: DateTime<Utc>,
+    disable_after: Duration,
+) -> Result<bool> {
+    let endpoint = webhook::Entity::update_many().filter(webhook::Column::Id.eq(a.webhook_id));
+    let Some(error) = &a.outcome.error else {
+        if a.was_failing {
+            endpoint
+                .col_expr(
+                    webhook::Column::FailingSince,
+                    Expr::value(None::<DateTime<Utc>>),
+                )
+                .filter(webhook::Column::FailingSince.is_not_null())
+                .exec(txn)
+                .await?;
+        }
+        return Ok(false);
+    };
+    endpoint
         .col_expr(webhook::Column::FailingSince, Expr::value(at))
         .filter(webhook::Column::FailingSince.is_null())
-        .exec(db)
+        .exec(txn)
         .await?;
     let reason = format!(
-        "every delivery failed for {} hours; the last: {}",
-        disable_after.num_hours(),
-        outcome.error.as_deref().unwrap_or_default()
+        "every delivery failed for {} hours; the last: {error}",
+        disable_after.num_hours()
     );
     let disabled = webhook::Entity::update_many()
         .col_expr(webhook::Column::DisabledAt, Expr::value(at))
         .col_expr(webhook::Column::DisabledReason, Expr::value(reason))
-        .filter(webhook::Column::Id.eq(job.webhook_id))
+        .filter(webhook::Column::Id.eq(a.webhook_id))
         .filter(webhook::Column::DisabledAt.is_null())
         .filter(webhook::Column::FailingSince.lte(at - disable_after))
-        .exec(db)
+        .exec(txn)
         .await?;
     Ok(disabled.rows_affected > 0)
 }

@@ -212,8 +212,8 @@ both_deployments!(
     streams_resume_without_gap_or_repeat
 );
 
-/// Scaled: the stream is held by an ingress-only process; the event is recorded by a worker
-/// process of its own, and reaches the stream through Redis and the log.
+/// Scaled: the stream is held by an ingress-only process; events are recorded by a worker
+/// process of its own, and reach the stream through Redis and the log, live and on resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_from_another_process_reaches_the_stream() {
     let mut sandbox = Sandbox::new(Deployment::Scaled).await;
@@ -242,5 +242,25 @@ async fn an_event_from_another_process_reaches_the_stream() {
     assert!(resp.status().is_success());
     let note = stream.event().await;
     assert_eq!(note.event.as_deref(), Some("conversation.note_added"));
+
+    // Disconnected, the worker records two more; resuming after the note gives both.
+    drop(stream);
+    common::client_texts(&ingress, "SMx2", "Still there?").await;
+    common::client_texts(&ingress, "SMx3", "Hello?").await;
+    let mut resumed = Frames::open(
+        &ingress,
+        "/businesses/1/events/stream?types=message.received",
+        &key,
+        note.id.as_deref(),
+    )
+    .await;
+    let mut bodies = vec![];
+    for _ in 0..2 {
+        let f = resumed.event().await;
+        assert!(f.id.as_deref() > note.id.as_deref());
+        bodies.push(payload(&f)["data"]["body"].as_str().unwrap().to_owned());
+    }
+    bodies.sort();
+    assert_eq!(bodies, ["Hello?", "Still there?"]);
     worker.shutdown().await.unwrap();
 }

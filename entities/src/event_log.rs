@@ -215,12 +215,63 @@ pub async fn page(
     if !types.is_empty() {
         query = query.filter(event::Column::EventType.is_in(types.iter().map(|t| t.as_str())));
     }
-    in_order(db, query, after, limit).await
+    Ok(in_order(db, query, after)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(Event::from)
+        .collect())
 }
 
-/// Up to `limit` events of every business after `after`, in log order (the relay's read).
-pub async fn tail(db: &impl ConnectionTrait, after: EventId, limit: u64) -> Result<Vec<Event>> {
-    in_order(db, event::Entity::find(), Some(after), limit).await
+/// An event without its data: what the relay needs to decide who gets it.
+#[derive(Debug, Clone, sea_orm::FromQueryResult)]
+pub struct EventHead {
+    pub txid: i64,
+    pub seq: i64,
+    pub business_id: i64,
+    pub event_type: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl EventHead {
+    pub fn id(&self) -> EventId {
+        EventId {
+            txid: self.txid,
+            seq: self.seq,
+        }
+    }
+}
+
+/// Up to `limit` events of every business after `after`, in log order, without their data
+/// (the relay's read: most events go to no webhook, and their data is not needed).
+pub async fn tail(db: &impl ConnectionTrait, after: EventId, limit: u64) -> Result<Vec<EventHead>> {
+    Ok(in_order(db, event::Entity::find(), Some(after))
+        .select_only()
+        .columns([
+            event::Column::Txid,
+            event::Column::Seq,
+            event::Column::BusinessId,
+            event::Column::EventType,
+            event::Column::CreatedAt,
+        ])
+        .limit(limit)
+        .into_model::<EventHead>()
+        .all(db)
+        .await?)
+}
+
+/// The events with these `seq`s, whole.
+pub async fn by_seq(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<Vec<Event>> {
+    let mut events = Vec::with_capacity(seqs.len());
+    for chunk in seqs.chunks(crate::db::IN_LIST_CHUNK) {
+        let rows = event::Entity::find()
+            .filter(event::Column::Seq.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?;
+        events.extend(rows.into_iter().map(Event::from));
+    }
+    Ok(events)
 }
 
 /// The id of a business's newest event readers can see: where a reader that wants only
@@ -233,12 +284,12 @@ pub async fn newest(db: &impl ConnectionTrait, business_id: i64) -> Result<Optio
     Ok(query.one(db).await?.map(|m| Event::from(m).id))
 }
 
-async fn in_order(
+/// The query's events after `after` that readers can see, in log order.
+fn in_order(
     db: &impl ConnectionTrait,
     mut query: sea_orm::Select<event::Entity>,
     after: Option<EventId>,
-    limit: u64,
-) -> Result<Vec<Event>> {
+) -> sea_orm::Select<event::Entity> {
     if let Some(after) = after {
         query = query.filter(
             Condition::any()
@@ -250,15 +301,9 @@ async fn in_order(
                 ),
         );
     }
-    Ok(committed(db, query)
+    committed(db, query)
         .order_by_asc(event::Column::Txid)
         .order_by_asc(event::Column::Seq)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(Event::from)
-        .collect())
 }
 
 /// Only events of transactions older than every one still running (Postgres; on SQLite

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use entities::event_log::{self, Event};
+use entities::event_log::{self, EventHead};
 use entities::{event_relay, webhooks};
 use jobs::wakeup::Wakeup;
 use jobs::{Envelope, Job, JobQueue};
@@ -72,7 +72,7 @@ async fn hand_on(
 ) -> Result<usize, WorkersError> {
     let after = event_relay::cursor(conn).await?;
     let events = event_log::tail(conn, after, ROUND).await?;
-    let Some(last) = events.last().map(|e| e.id) else {
+    let Some(last) = events.last().map(EventHead::id) else {
         return Ok(0);
     };
     let mut businesses: Vec<i64> = events.iter().map(|e| e.business_id).collect();
@@ -88,19 +88,41 @@ async fn hand_on(
     Ok(events.len())
 }
 
-/// One `deliver_webhook` job per (event, endpoint that wants it).
+/// One `deliver_webhook` job per (event, endpoint that wants it); only those events' data
+/// is read.
 async fn deliveries(
     conn: &impl ConnectionTrait,
-    events: &[Event],
+    events: &[EventHead],
     businesses: &[i64],
 ) -> Result<Vec<Envelope>, WorkersError> {
     let endpoints = webhooks::receivers(conn, businesses).await?;
-    let mut jobs = Vec::new();
-    for event in events {
-        for endpoint in endpoints.iter().filter(|w| webhooks::wants(w, event)) {
-            let job = Job::DeliverWebhook(webhooks::DeliverWebhook::new(endpoint, event));
-            jobs.push(Envelope::new(&job, None, None)?);
-        }
+    if endpoints.is_empty() {
+        return Ok(vec![]);
+    }
+    let wanted: Vec<(i64, &entities::webhook::Model)> = events
+        .iter()
+        .flat_map(|e| {
+            endpoints
+                .iter()
+                .filter(|w| webhooks::wants(w, e))
+                .map(|w| (e.seq, w))
+        })
+        .collect();
+    let mut seqs: Vec<i64> = wanted.iter().map(|(seq, _)| *seq).collect();
+    seqs.dedup();
+    let whole: std::collections::HashMap<i64, entities::event_log::Event> =
+        event_log::by_seq(conn, &seqs)
+            .await?
+            .into_iter()
+            .map(|e| (e.id.seq, e))
+            .collect();
+    let mut jobs = Vec::with_capacity(wanted.len());
+    for (seq, endpoint) in wanted {
+        let Some(event) = whole.get(&seq) else {
+            continue; // swept between the two reads
+        };
+        let job = Job::DeliverWebhook(webhooks::DeliverWebhook::new(endpoint, event));
+        jobs.push(Envelope::new(&job, None, None)?);
     }
     Ok(jobs)
 }

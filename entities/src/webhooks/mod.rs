@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 pub use signature::Secret;
 
-use crate::event_log::{Event, EventType};
+use crate::event_log::{Event, EventHead, EventType};
 use crate::query::{Page, Paging};
 use crate::secrets::Sealer;
 use crate::{Error, Result, webhook, webhook_attempt};
@@ -139,7 +139,7 @@ pub async fn receivers(
 
 /// Whether an endpoint gets an event: its business's (or platform-wide), a type it asked
 /// for, and not from before it existed.
-pub fn wants(m: &webhook::Model, event: &Event) -> bool {
+pub fn wants(m: &webhook::Model, event: &EventHead) -> bool {
     m.business_id.is_none_or(|b| b == event.business_id)
         && m.created_at <= event.created_at
         && event_types(m).is_none_or(|ts| ts.contains(&event.event_type))

@@ -99,13 +99,14 @@ async fn deliveries(
     if endpoints.is_empty() {
         return Ok(vec![]);
     }
-    let wanted: Vec<(i64, &entities::webhook::Model)> = events
+    // In log order, each event's endpoints together.
+    let wanted: Vec<(i64, i64)> = events
         .iter()
         .flat_map(|e| {
             endpoints
                 .iter()
-                .filter(|w| webhooks::wants(w, e))
-                .map(|w| (e.seq, w))
+                .filter(|w| w.wants(e))
+                .map(|w| (e.seq, w.id))
         })
         .collect();
     let mut seqs: Vec<i64> = wanted.iter().map(|(seq, _)| *seq).collect();
@@ -117,11 +118,16 @@ async fn deliveries(
             .map(|e| (e.id.seq, e))
             .collect();
     let mut jobs = Vec::with_capacity(wanted.len());
-    for (seq, endpoint) in wanted {
+    let mut body: Option<(i64, String)> = None;
+    for (seq, webhook_id) in wanted {
         let Some(event) = whole.get(&seq) else {
             continue; // swept between the two reads
         };
-        let job = Job::DeliverWebhook(webhooks::DeliverWebhook::new(endpoint, event));
+        if body.as_ref().is_none_or(|(s, _)| *s != seq) {
+            body = Some((seq, webhooks::payload(event).to_string()));
+        }
+        let text = body.as_ref().map(|(_, b)| b.clone()).unwrap_or_default();
+        let job = Job::DeliverWebhook(webhooks::DeliverWebhook::new(webhook_id, event, text));
         jobs.push(Envelope::new(&job, None, None)?);
     }
     Ok(jobs)

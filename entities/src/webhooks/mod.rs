@@ -120,13 +120,33 @@ pub fn event_types(m: &webhook::Model) -> Option<Vec<String>> {
         .map(|v| serde_json::from_value(v.clone()).unwrap_or_default())
 }
 
+/// An enabled endpoint that may want events, its event types read once (the relay asks it
+/// about every event of a round).
+#[derive(Clone, Debug)]
+pub struct Receiver {
+    pub id: i64,
+    business_id: Option<i64>,
+    created_at: DateTime<Utc>,
+    types: Option<Vec<String>>,
+}
+
+impl Receiver {
+    /// Whether it gets an event: its business's (or it is platform-wide), a type it asked
+    /// for, and not from before it existed.
+    pub fn wants(&self, event: &EventHead) -> bool {
+        self.business_id.is_none_or(|b| b == event.business_id)
+            && self.created_at <= event.created_at
+            && self
+                .types
+                .as_ref()
+                .is_none_or(|ts| ts.contains(&event.event_type))
+    }
+}
+
 /// The enabled endpoints that may want events of these businesses: theirs and the
-/// platform-wide ones ([`wants`] decides per event).
-pub async fn receivers(
-    db: &impl ConnectionTrait,
-    business_ids: &[i64],
-) -> Result<Vec<webhook::Model>> {
-    Ok(webhook::Entity::find()
+/// platform-wide ones ([`Receiver::wants`] decides per event).
+pub async fn receivers(db: &impl ConnectionTrait, business_ids: &[i64]) -> Result<Vec<Receiver>> {
+    let endpoints = webhook::Entity::find()
         .filter(webhook::Column::DisabledAt.is_null())
         .filter(
             Condition::any()
@@ -134,15 +154,16 @@ pub async fn receivers(
                 .add(webhook::Column::BusinessId.is_in(business_ids.iter().copied())),
         )
         .all(db)
-        .await?)
-}
-
-/// Whether an endpoint gets an event: its business's (or platform-wide), a type it asked
-/// for, and not from before it existed.
-pub fn wants(m: &webhook::Model, event: &EventHead) -> bool {
-    m.business_id.is_none_or(|b| b == event.business_id)
-        && m.created_at <= event.created_at
-        && event_types(m).is_none_or(|ts| ts.contains(&event.event_type))
+        .await?;
+    Ok(endpoints
+        .into_iter()
+        .map(|m| Receiver {
+            types: event_types(&m),
+            id: m.id,
+            business_id: m.business_id,
+            created_at: m.created_at,
+        })
+        .collect())
 }
 
 /// What webhooks POST and streams send for an event (Standard Webhooks' payload): its type,
@@ -178,13 +199,15 @@ pub struct DeliverWebhook {
 }
 
 impl DeliverWebhook {
-    pub fn new(endpoint: &webhook::Model, event: &Event) -> Self {
+    /// The delivery of `event` to endpoint `webhook_id`; `body` is its [`payload`] as text
+    /// (made once for all the event's endpoints).
+    pub fn new(webhook_id: i64, event: &Event, body: String) -> Self {
         DeliverWebhook {
-            webhook_id: endpoint.id,
+            webhook_id,
             business_id: event.business_id,
             event_id: event.id.to_string(),
             event_type: event.event_type.clone(),
-            body: payload(event).to_string(),
+            body,
         }
     }
 }

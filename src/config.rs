@@ -31,8 +31,16 @@
 //! | `OMEGA_POSTMARK_WEBHOOK_USER`, `OMEGA_POSTMARK_WEBHOOK_PASSWORD` | Postmark webhook Basic credentials | unset (403) |
 //! | `OMEGA_SES_TOPIC_ARNS` | SNS topics (comma-separated) whose SES events are accepted | unset (403) |
 //! | `OMEGA_SNS_TRUSTED_CERT_PREFIX` | a certificate URL prefix trusted besides `https://sns.<region>.amazonaws.com` (tests only; logged loudly) | unset |
+//! | `OMEGA_MAILGUN_API_KEY`, `OMEGA_MAILGUN_DOMAIN` | the global Mailgun account (Messages API) and its sending domain; both or neither | unset |
+//! | `OMEGA_MAILGUN_API_BASE` | Mailgun API base URL (`https://api.eu.mailgun.net` for EU domains) | `https://api.mailgun.net` (a business's own EU account: the EU host) |
+//! | `OMEGA_POSTMARK_SERVER_TOKEN`, `OMEGA_POSTMARK_API_BASE` | the global Postmark server | unset, `https://api.postmarkapp.com` |
+//! | `OMEGA_SES_REGION`, `OMEGA_SES_ACCESS_KEY_ID`, `OMEGA_SES_SECRET_ACCESS_KEY` | the global Amazon SES account (v2 SendEmail, SigV4); all three or none | unset |
+//! | `OMEGA_SES_ENDPOINT` | SES API base URL | `https://email.<region>.amazonaws.com` |
 //! | `OMEGA_SMTP_URL` | SMTP relay, e.g. `smtp://user:pass@host:587` | unset |
-//! | `OMEGA_DEFAULT_SMS_PROVIDER`, `OMEGA_DEFAULT_EMAIL_PROVIDER` | used when a request names none | `twilio`/`sendgrid` when configured, else `sandbox` |
+//! | `OMEGA_INBOUND_EMAIL_DOMAIN` | a domain whose mail reaches `/email/inbound/{provider}`: outbound email then replies to `reply+<token>@` it, which names the conversation | unset (replies go to the location's address) |
+//! | `OMEGA_INBOUND_EMAIL_TOKEN` | the secret `?token=` of SendGrid Inbound Parse posts (Parse is not signed) | unset (SendGrid inbound answers 403) |
+//! | `OMEGA_INBOUND_EMAIL_USER`, `OMEGA_INBOUND_EMAIL_PASSWORD` | Basic credentials SendGrid Inbound Parse posts must also carry, when set | unset |
+//! | `OMEGA_DEFAULT_SMS_PROVIDER`, `OMEGA_DEFAULT_EMAIL_PROVIDER` | used when a request names none | `twilio` when configured; for email the business's own account, else the first configured of SendGrid, Mailgun, Postmark, SES, SMTP; else `sandbox` |
 //! | `OMEGA_METRICS_LISTEN` | where an `omega worker` process serves `/metrics` (others serve it with the API) | unset |
 //! | `OMEGA_SHUTDOWN_TIMEOUT_SECS` | how long SIGTERM waits for requests and jobs under way | `30` |
 //! | `OMEGA_REQUEST_TIMEOUT_MS` | from a request's body (or headers) to its answer; past it, 503 with `Retry-After`. The queue push gets three quarters of it | `1500` |
@@ -95,6 +103,15 @@ pub struct Config {
     pub sendgrid_api_key: Option<String>,
     pub sendgrid_api_base: String,
     pub smtp_url: Option<String>,
+    pub mailgun: Option<workers::providers::MailgunAccount>,
+    pub mailgun_api_base: Option<String>,
+    pub postmark_server_token: Option<String>,
+    pub postmark_api_base: String,
+    pub ses: Option<workers::providers::SesAccount>,
+    pub ses_endpoint: Option<String>,
+    pub inbound_email_domain: Option<String>,
+    pub inbound_email_token: Option<String>,
+    pub inbound_email_basic: Option<(String, String)>,
     pub sendgrid_webhook_public_key: Option<String>,
     pub mailgun_signing_key: Option<String>,
     pub postmark_webhook: Option<(String, String)>,
@@ -283,6 +300,47 @@ impl Config {
             sendgrid_api_base: var("OMEGA_SENDGRID_API_BASE")
                 .unwrap_or_else(|| "https://api.sendgrid.com".into()),
             smtp_url: var("OMEGA_SMTP_URL"),
+            mailgun: match (var("OMEGA_MAILGUN_API_KEY"), var("OMEGA_MAILGUN_DOMAIN")) {
+                (Some(api_key), Some(domain)) => Some(workers::providers::MailgunAccount {
+                    api_key,
+                    domain,
+                    region: None,
+                }),
+                (None, None) => None,
+                _ => bail!("OMEGA_MAILGUN_API_KEY and OMEGA_MAILGUN_DOMAIN go together"),
+            },
+            mailgun_api_base: var("OMEGA_MAILGUN_API_BASE"),
+            postmark_server_token: var("OMEGA_POSTMARK_SERVER_TOKEN"),
+            postmark_api_base: var("OMEGA_POSTMARK_API_BASE")
+                .unwrap_or_else(|| "https://api.postmarkapp.com".into()),
+            ses: match (
+                var("OMEGA_SES_REGION"),
+                var("OMEGA_SES_ACCESS_KEY_ID"),
+                var("OMEGA_SES_SECRET_ACCESS_KEY"),
+            ) {
+                (Some(region), Some(access_key_id), Some(secret_access_key)) => {
+                    Some(workers::providers::SesAccount {
+                        region,
+                        access_key_id,
+                        secret_access_key,
+                    })
+                }
+                (None, None, None) => None,
+                _ => bail!(
+                    "OMEGA_SES_REGION, OMEGA_SES_ACCESS_KEY_ID and OMEGA_SES_SECRET_ACCESS_KEY go together"
+                ),
+            },
+            ses_endpoint: var("OMEGA_SES_ENDPOINT"),
+            inbound_email_domain: var("OMEGA_INBOUND_EMAIL_DOMAIN"),
+            inbound_email_token: var("OMEGA_INBOUND_EMAIL_TOKEN"),
+            inbound_email_basic: match (
+                var("OMEGA_INBOUND_EMAIL_USER"),
+                var("OMEGA_INBOUND_EMAIL_PASSWORD"),
+            ) {
+                (Some(user), Some(password)) => Some((user, password)),
+                (None, None) => None,
+                _ => bail!("OMEGA_INBOUND_EMAIL_USER and OMEGA_INBOUND_EMAIL_PASSWORD go together"),
+            },
             sendgrid_webhook_public_key: var("OMEGA_SENDGRID_WEBHOOK_PUBLIC_KEY"),
             mailgun_signing_key: var("OMEGA_MAILGUN_SIGNING_KEY"),
             postmark_webhook: match (
@@ -312,7 +370,7 @@ impl Config {
             default_email_provider: provider(
                 var("OMEGA_DEFAULT_EMAIL_PROVIDER"),
                 "OMEGA_DEFAULT_EMAIL_PROVIDER",
-                &["sendgrid", "sandbox"],
+                &["sendgrid", "mailgun", "postmark", "ses", "smtp", "sandbox"],
             )?,
             metrics_listen: var("OMEGA_METRICS_LISTEN")
                 .map(|v| {
@@ -430,12 +488,24 @@ impl Config {
             bail!("OMEGA_WORKER_BATCH must be between 1 and 4096");
         }
         for (name, url) in [
-            ("OMEGA_TWILIO_API_BASE", &self.twilio_api_base),
-            ("OMEGA_SENDGRID_API_BASE", &self.sendgrid_api_base),
+            ("OMEGA_TWILIO_API_BASE", Some(&self.twilio_api_base)),
+            ("OMEGA_SENDGRID_API_BASE", Some(&self.sendgrid_api_base)),
+            ("OMEGA_MAILGUN_API_BASE", self.mailgun_api_base.as_ref()),
+            ("OMEGA_POSTMARK_API_BASE", Some(&self.postmark_api_base)),
+            ("OMEGA_SES_ENDPOINT", self.ses_endpoint.as_ref()),
         ] {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
                 bail!("{name} must be an http(s) URL");
             }
+        }
+        if let Some(domain) = &self.inbound_email_domain
+            && (domain.contains('@')
+                || !domain.contains('.')
+                || domain.contains(char::is_whitespace))
+        {
+            bail!("OMEGA_INBOUND_EMAIL_DOMAIN must be a domain name, like in.example.com");
         }
         if let Some(key) = &self.sendgrid_webhook_public_key {
             ingress::email_events::sendgrid_key(key)

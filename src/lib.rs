@@ -312,13 +312,19 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
             job_timeout: config.job_timeout,
             shutdown_timeout: config.shutdown_timeout,
             providers: workers::ProviderSettings {
-                clients: workers::providers::Clients::new(
-                    &config.twilio_api_base,
-                    &config.sendgrid_api_base,
-                ),
+                clients: workers::providers::Clients::new(&workers::providers::ApiBases {
+                    twilio: config.twilio_api_base.clone(),
+                    sendgrid: config.sendgrid_api_base.clone(),
+                    mailgun: config.mailgun_api_base.clone(),
+                    postmark: config.postmark_api_base.clone(),
+                    ses: config.ses_endpoint.clone(),
+                }),
                 public_url: config.public_url.trim_end_matches('/').to_owned(),
                 twilio: config.twilio.clone(),
                 sendgrid_api_key: config.sendgrid_api_key.clone(),
+                mailgun: config.mailgun.clone(),
+                postmark_server_token: config.postmark_server_token.clone(),
+                ses: config.ses.clone(),
                 smtp_url: config.smtp_url.clone(),
                 default_sms: config.default_sms_provider,
                 default_email: config.default_email_provider,
@@ -327,6 +333,8 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
                 )),
                 lookups: Default::default(),
                 unsubscribe: entities::unsubscribe::Tokens::new(secret),
+                threading: entities::threading::Threading::new(secret),
+                inbound_email_domain: config.inbound_email_domain.clone(),
             },
         };
         let (db, queue, signal) = (db.clone(), queue.clone(), stopped(stop_rx.clone()));

@@ -47,6 +47,19 @@ pub struct EmailCredentials {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", oai(nullable))]
     pub smtp_url: Option<String>,
+    /// For `mailgun`: the sending domain (required).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
+    pub domain: Option<String>,
+    /// For `mailgun`: `us` (default) or `eu`. For `ses`: the AWS region (required), e.g.
+    /// `us-east-1`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
+    pub region: Option<String>,
+    /// For `ses`: the secret access key (required; `api_key` is the access key id).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
+    pub secret_key: Option<String>,
 }
 
 impl std::fmt::Debug for EmailCredentials {
@@ -54,6 +67,8 @@ impl std::fmt::Debug for EmailCredentials {
         f.debug_struct("EmailCredentials")
             .field("provider", &self.provider)
             .field("from_email", &self.from_email)
+            .field("domain", &self.domain)
+            .field("region", &self.region)
             .finish_non_exhaustive()
     }
 }

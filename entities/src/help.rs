@@ -113,5 +113,6 @@ pub async fn answer(
         html: None,
         from_name: None,
         reply_to: None,
+        thread: None,
     }))
 }

@@ -24,6 +24,17 @@ pub struct SendJob {
     pub from_name: Option<String>,
     #[serde(default)]
     pub reply_to: Option<String>,
+    /// An email answering a client's email: what threads it there.
+    #[serde(default)]
+    pub thread: Option<EmailThread>,
+}
+
+/// The client's email a reply answers: its `Message-ID` (for `In-Reply-To`) and the
+/// `References` chain that ends with it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailThread {
+    pub in_reply_to: String,
+    pub references: String,
 }
 
 /// Whether the client may be sent to on this channel, and if not, why.
@@ -384,5 +395,6 @@ fn resend_job(m: &message::Model) -> Result<SendJob> {
         html: meta["html"].as_str().map(str::to_owned),
         from_name: meta["from_name"].as_str().map(str::to_owned),
         reply_to: meta["reply_to"].as_str().map(str::to_owned),
+        thread: serde_json::from_value(meta["thread"].clone()).ok(),
     })
 }

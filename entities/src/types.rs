@@ -73,6 +73,21 @@ string_enum!(ExternalEmailProvider {
     Sendgrid => "sendgrid", Mailgun => "mailgun", Ses => "ses", Postmark => "postmark",
 });
 
+impl Provider {
+    /// Whether omega sends email through it.
+    pub fn sends_email(self) -> bool {
+        matches!(
+            self,
+            Provider::Sendgrid
+                | Provider::Mailgun
+                | Provider::Ses
+                | Provider::Postmark
+                | Provider::Smtp
+                | Provider::Sandbox
+        )
+    }
+}
+
 impl Channel {
     /// The channel's bit in `conversations.channels`.
     pub fn bit(self) -> i32 {

@@ -1,5 +1,6 @@
 //! The apalis workers: one worker per job type, each fetching from the shared queue and
 //! doing the job's database work (and, for send jobs, the provider call).
+mod attachments;
 mod batch;
 mod handlers;
 mod outcome;
@@ -41,6 +42,8 @@ pub struct Ctx {
     /// For jobs that make jobs (the answer to a HELP text).
     producer: jobs::Producer,
     webhooks: webhooks::Deliverer,
+    /// Fetches email attachments given by URL.
+    attachments: attachments::Fetcher,
 }
 
 #[derive(Clone, Debug)]
@@ -89,6 +92,7 @@ pub async fn run(
         quiet: quiet::QuietRules::default(),
         producer,
         webhooks,
+        attachments: attachments::Fetcher::new(opts.webhooks.urls),
     });
     // Consumer names are unique per process so a restarted process never inherits a dead
     // one's deliveries silently; those are taken over after the visibility timeout.

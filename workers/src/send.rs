@@ -13,6 +13,7 @@ use entities::types::{Channel, MessageStatus, Provider};
 use jobs::JobError;
 
 use crate::Ctx;
+use crate::attachments::Unavailable;
 use crate::providers::{Chosen, EmailOut, SendError, SmsOut};
 use crate::steps::RecordedSend;
 
@@ -123,19 +124,39 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
                     "no sender address: give from_email or configure the business's email provider";
                 return fail(ctx, msg.id, provider.kind(), "no_sender", reason).await;
             };
+            let files = match ctx.attachments.files(&item.attachments).await {
+                Ok(files) => files,
+                Err(Unavailable::Permanent(why)) => {
+                    return fail(ctx, msg.id, provider.kind(), "attachment_unavailable", &why)
+                        .await;
+                }
+                Err(Unavailable::Transient(why)) => {
+                    return retry_or_fail(ctx, msg.id, provider.kind(), attempt, why, None).await;
+                }
+            };
             let unsubscribe_url = unsubscribe_url(ctx, &job, recorded.client.id, &item.to);
+            let domain = entities::threading::domain_of(&from).unwrap_or("omega.invalid");
+            let message_id = ctx.providers.threading.message_id(msg.id, domain);
+            let reply_to = match &job.reply_to {
+                Some(r) => Some(r.clone()),
+                None => reply_address(ctx, &job, msg.conversation_id).await?,
+            };
+            let thread = job.thread.as_ref();
             let email = EmailOut {
                 omega_id: msg.id,
+                message_id: &message_id,
+                in_reply_to: thread.map(|t| t.in_reply_to.as_str()),
+                references: thread.map(|t| t.references.as_str()),
                 from: &from,
                 from_name: job.from_name.as_deref(),
-                reply_to: job.reply_to.as_deref(),
+                reply_to: reply_to.as_deref(),
                 to: &item.to,
                 cc: &item.cc,
                 bcc: &item.bcc,
                 subject: item.subject.as_deref().unwrap_or("(no subject)"),
                 text: (!item.body.is_empty()).then_some(item.body.as_str()),
                 html: job.html.as_deref(),
-                attachments: &item.attachments,
+                files: &files,
                 unsubscribe_url: unsubscribe_url.as_deref(),
             };
             let result = provider.send_email(&ctx.providers.clients, &email).await;
@@ -183,20 +204,30 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
         Err(SendError::Transient {
             message: error,
             retry_after,
-        }) => {
-            if ctx.policy.exhausted(attempt) {
-                let reason = format!("gave up after {attempt} attempts: {error}");
-                fail(ctx, msg.id, provider.kind(), "retries_exhausted", &reason).await?;
-            }
-            Err(match retry_after {
-                Some(after) => JobError::RetryAfter {
-                    after,
-                    reason: error,
-                },
-                None => JobError::Transient(error),
-            })
-        }
+        }) => retry_or_fail(ctx, msg.id, provider.kind(), attempt, error, retry_after).await,
     }
+}
+
+/// A transient failure: retried, unless that was the last attempt (then failed for good).
+async fn retry_or_fail(
+    ctx: &Ctx,
+    message_id: i64,
+    provider: Provider,
+    attempt: u32,
+    error: String,
+    retry_after: Option<std::time::Duration>,
+) -> Result<(), JobError> {
+    if ctx.policy.exhausted(attempt) {
+        let reason = format!("gave up after {attempt} attempts: {error}");
+        fail(ctx, message_id, provider, "retries_exhausted", &reason).await?;
+    }
+    Err(match retry_after {
+        Some(after) => JobError::RetryAfter {
+            after,
+            reason: error,
+        },
+        None => JobError::Transient(error),
+    })
 }
 
 /// Why the business may not send from the From its request named, if it may not: checked
@@ -248,12 +279,38 @@ fn unsubscribe_url(ctx: &Ctx, job: &SendJob, client_id: i64, to: &str) -> Option
 
 /// The sending location's number, if it has one.
 async fn location_number(ctx: &Ctx, job: &SendJob) -> Result<Option<String>, JobError> {
+    Ok(location_contact(ctx, job).await?.0)
+}
+
+async fn location_contact(
+    ctx: &Ctx,
+    job: &SendJob,
+) -> Result<(Option<String>, Option<String>), JobError> {
     match job.batch.location_id {
         Some(l) => ctx
             .providers
-            .location_number(&ctx.db, job.batch.business_id, l)
+            .location_contact(&ctx.db, job.batch.business_id, l)
             .await
             .map_err(job_error),
-        None => Ok(None),
+        None => Ok((None, None)),
     }
+}
+
+/// Where the client's reply should go when the request named no Reply-To: the
+/// conversation's own address at omega's inbound domain, else the location's address
+/// (whose mail the business reads, or routes to `/email/inbound`).
+async fn reply_address(
+    ctx: &Ctx,
+    job: &SendJob,
+    conversation: i64,
+) -> Result<Option<String>, JobError> {
+    if let Some(domain) = &ctx.providers.inbound_email_domain {
+        let threading = &ctx.providers.threading;
+        return Ok(Some(threading.reply_address(
+            job.batch.business_id,
+            conversation,
+            domain,
+        )));
+    }
+    Ok(location_contact(ctx, job).await?.1)
 }

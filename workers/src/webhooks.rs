@@ -142,8 +142,9 @@ impl Drop for Slot {
 }
 
 /// Resolves names to public addresses only, at every connection (a name checked when the
-/// endpoint was created may have been re-pointed since).
-struct PublicOnly(UrlPolicy);
+/// endpoint was created may have been re-pointed since). Every call to a user-given URL
+/// (webhooks, attachments) resolves through it.
+pub(crate) struct PublicOnly(pub UrlPolicy);
 
 impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {

@@ -161,8 +161,28 @@ fn validate_providers(c: &mut Checker, p: &ProviderCredentials) {
                     ),
                 },
                 Provider::Sendgrid | Provider::Mailgun | Provider::Ses | Provider::Postmark => {
-                    if e.api_key.as_deref().is_none_or(str::is_empty) {
-                        c.fail("api_key", "field required for this provider", "missing");
+                    let required: &[(&str, &Option<String>)] = match e.provider {
+                        Provider::Mailgun => &[("api_key", &e.api_key), ("domain", &e.domain)],
+                        Provider::Ses => &[
+                            ("api_key", &e.api_key),
+                            ("secret_key", &e.secret_key),
+                            ("region", &e.region),
+                        ],
+                        _ => &[("api_key", &e.api_key)],
+                    };
+                    for (field, value) in required {
+                        if value.as_deref().is_none_or(str::is_empty) {
+                            c.fail(field, "field required for this provider", "missing");
+                        }
+                    }
+                    if let Some(region) = &e.region
+                        && !is_region(e.provider, region)
+                    {
+                        let why = match e.provider {
+                            Provider::Mailgun => "a Mailgun region is `us` or `eu`",
+                            _ => "an AWS region looks like `us-east-1`",
+                        };
+                        c.fail("region", why, "value_error.region");
                     }
                 }
                 _ => c.fail(
@@ -172,6 +192,26 @@ fn validate_providers(c: &mut Checker, p: &ProviderCredentials) {
                 ),
             }
         });
+    }
+}
+
+/// A region the provider has: Mailgun's `us` or `eu`, or an AWS region name (it becomes
+/// part of the SES endpoint's host name, so nothing else is let through).
+fn is_region(provider: Provider, region: &str) -> bool {
+    match provider {
+        Provider::Mailgun => matches!(region, "us" | "eu"),
+        _ => {
+            let parts: Vec<&str> = region.split('-').collect();
+            parts.len() >= 3
+                && parts.iter().all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                })
+                && parts
+                    .last()
+                    .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+        }
     }
 }
 

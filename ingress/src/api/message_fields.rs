@@ -21,6 +21,8 @@ pub const MAX_SUBJECT_CHARS: usize = 998;
 pub const MAX_RECIPIENTS: usize = 100;
 /// Media URLs of one MMS (Twilio's limit).
 pub const MAX_MEDIA_URLS: usize = 10;
+/// One attachment, decoded (the workers' limit for files fetched by URL too).
+pub const MAX_ATTACHMENT_BYTES: usize = 10 << 20;
 /// A URL a worker may fetch.
 const MAX_URL_CHARS: usize = 2048;
 
@@ -135,12 +137,16 @@ fn validate_attachment(c: &mut Checker, a: &EmailAttachment) {
             "value_error",
         );
     }
-    if let Some(content) = &a.content
-        && base64::engine::general_purpose::STANDARD
-            .decode(content)
-            .is_err()
-    {
-        c.fail("content", "value is not valid base64", "value_error.base64");
+    if let Some(content) = &a.content {
+        match base64::engine::general_purpose::STANDARD.decode(content) {
+            Err(_) => c.fail("content", "value is not valid base64", "value_error.base64"),
+            Ok(bytes) if bytes.len() > MAX_ATTACHMENT_BYTES => c.fail(
+                "content",
+                format!("an attachment is at most {} MB", MAX_ATTACHMENT_BYTES >> 20),
+                "value_error.too_large",
+            ),
+            Ok(_) => {}
+        }
     }
     if let Some(url) = &a.url
         && !is_http_url(url)

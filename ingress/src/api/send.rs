@@ -129,7 +129,9 @@ pub struct EmailContent {
     pub text: Option<String>,
 }
 
-/// Email to send. `provider`: `sendgrid`, `smtp` or `sandbox` (default: the configured one).
+/// Email to send. `provider`: `sendgrid`, `mailgun`, `postmark`, `ses`, `smtp` or `sandbox`
+/// (default: the business's own account, else the configured one). HTML-only content is
+/// recorded and sent with a plain-text body derived from the HTML.
 #[derive(Debug, Object, Deserialize)]
 pub struct SendEmailRequest {
     pub category: MessageCategory,
@@ -206,11 +208,11 @@ impl Validate for SendEmailRequest {
     fn validate(&mut self, c: &mut Checker) {
         validate_ids(c, self.staff_id, self.sent_by, self.location_id);
         if let Some(p) = self.provider
-            && !matches!(p, Provider::Sendgrid | Provider::Sandbox)
+            && !p.sends_email()
         {
             c.fail(
                 "provider",
-                "email is sent through sendgrid or sandbox by this version",
+                "email is sent through sendgrid, mailgun, postmark, ses, smtp or sandbox",
                 "value_error.provider",
             );
         }
@@ -301,6 +303,7 @@ impl SendSmsRequest {
                     html: None,
                     from_name: None,
                     reply_to: None,
+                    thread: None,
                 })
             })
             .collect()
@@ -332,7 +335,13 @@ impl SendEmailRequest {
                     from: from.clone(),
                     to: m.to_email,
                     subject: Some(m.subject),
-                    body: m.content.text.unwrap_or_default(),
+                    // HTML alone: its text is the preview, what search finds and the
+                    // text part.
+                    body: m
+                        .content
+                        .text
+                        .or_else(|| m.content.html.as_deref().map(entities::email_text::from_html))
+                        .unwrap_or_default(),
                     cc: m.cc_email.unwrap_or_default(),
                     bcc: m.bcc_email.unwrap_or_default(),
                     attachments: serde_json::to_value(m.attachments.unwrap_or_default())
@@ -353,6 +362,7 @@ impl SendEmailRequest {
                     html: m.content.html,
                     from_name: from_name.clone(),
                     reply_to: reply_to.clone(),
+                    thread: None,
                 })
             })
             .collect()

@@ -1,23 +1,32 @@
-//! Provider clients: Twilio Messages, SendGrid Mail Send, and the sandbox (a provider that
-//! follows Twilio's test-number conventions, for the embedded default and tests). Errors are
+//! Provider clients: Twilio Messages; SendGrid, Mailgun, Postmark, Amazon SES and SMTP for
+//! email; and the sandbox (a provider that follows Twilio's test-number conventions, for the
+//! embedded default and tests). Errors are
 //! classified: transient ones are retried on the queue's schedule, permanent ones fail the
 //! message at once with the provider's code.
 //!
 //! Which provider and account a message goes through is decided in [`routing`].
+mod mailgun;
+mod mime;
+mod postmark;
 mod routing;
 mod sandbox;
 mod sendgrid;
+mod ses;
 mod smtp;
 mod twilio;
 
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use entities::types::{MessageStatus, Provider};
-use serde_json::Value;
 
-pub use routing::{Chosen, Lookups, ProviderSettings};
+pub use mailgun::{MailgunAccount, mailgun_send};
+pub use mime::{display_from, headers as email_headers};
+pub use postmark::postmark_send;
+pub use routing::{Chosen, EmailAccount, Lookups, ProviderSettings};
 pub use sandbox::{sandbox_email, sandbox_sms};
 pub use sendgrid::sendgrid_send;
+pub use ses::{SesAccount, ses_send};
 pub use smtp::smtp_send;
 pub use twilio::twilio_send;
 
@@ -52,8 +61,27 @@ pub struct SmsOut<'a> {
     pub status_callback: &'a str,
 }
 
+/// A file to attach, its content at hand (given inline, or fetched from its URL).
+#[derive(Clone, Debug)]
+pub struct File {
+    pub filename: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+impl File {
+    pub fn base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(&self.bytes)
+    }
+}
+
 pub struct EmailOut<'a> {
     pub omega_id: i64,
+    /// The `Message-ID` header, `<…>` included (`entities::threading`).
+    pub message_id: &'a str,
+    /// Threading a reply: the client's email it answers, and the chain before it.
+    pub in_reply_to: Option<&'a str>,
+    pub references: Option<&'a str>,
     pub from: &'a str,
     pub from_name: Option<&'a str>,
     pub reply_to: Option<&'a str>,
@@ -63,7 +91,7 @@ pub struct EmailOut<'a> {
     pub subject: &'a str,
     pub text: Option<&'a str>,
     pub html: Option<&'a str>,
-    pub attachments: &'a Value,
+    pub files: &'a [File],
     /// Campaign and automated email: the one-click unsubscribe URL (RFC 8058), sent as
     /// `List-Unsubscribe` with `List-Unsubscribe-Post`.
     pub unsubscribe_url: Option<&'a str>,
@@ -72,24 +100,43 @@ pub struct EmailOut<'a> {
 /// RFC 8058's `List-Unsubscribe-Post` value: the URL takes a one-click POST.
 pub const ONE_CLICK: &str = "List-Unsubscribe=One-Click";
 
+/// Where the providers' APIs are (configurable, so that tests talk to local mocks).
+#[derive(Clone, Debug)]
+pub struct ApiBases {
+    pub twilio: String,
+    pub sendgrid: String,
+    /// None: by the account's region.
+    pub mailgun: Option<String>,
+    pub postmark: String,
+    /// None: `https://email.<region>.amazonaws.com`.
+    pub ses: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct Clients {
     pub http: reqwest::Client,
     pub twilio_base: String,
     pub sendgrid_base: String,
+    pub mailgun_base: Option<String>,
+    pub postmark_base: String,
+    pub ses_endpoint: Option<String>,
 }
 
 impl Clients {
-    pub fn new(twilio_base: &str, sendgrid_base: &str) -> Self {
+    pub fn new(bases: &ApiBases) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("an HTTP client with rustls");
+        let trim = |b: &str| b.trim_end_matches('/').to_owned();
         Clients {
             http,
-            twilio_base: twilio_base.trim_end_matches('/').to_owned(),
-            sendgrid_base: sendgrid_base.trim_end_matches('/').to_owned(),
+            twilio_base: trim(&bases.twilio),
+            sendgrid_base: trim(&bases.sendgrid),
+            mailgun_base: bases.mailgun.as_deref().map(trim),
+            postmark_base: trim(&bases.postmark),
+            ses_endpoint: bases.ses.as_deref().map(trim),
         }
     }
 }

@@ -5,11 +5,14 @@
 use std::sync::Arc;
 
 use entities::cache::{LOOKUP_MAX, LOOKUP_TTL, TtlCache};
-use entities::credentials::CredentialStore;
+use entities::credentials::{CredentialStore, EmailCredentials};
 use entities::types::{Channel, MessageStatus, Provider};
 use sea_orm::DatabaseConnection;
 
-use super::{Accepted, Clients, EmailOut, SendError, SmsOut};
+use super::{
+    Accepted, Clients, EmailOut, MailgunAccount, SendError, SesAccount, SmsOut, mailgun_send,
+    postmark_send, sendgrid_send, ses_send, smtp_send,
+};
 
 /// Where and how messages are sent.
 #[derive(Clone)]
@@ -20,6 +23,9 @@ pub struct ProviderSettings {
     /// The global accounts; a business's own (from onboarding) takes precedence.
     pub twilio: Option<entities::credentials::TwilioCredentials>,
     pub sendgrid_api_key: Option<String>,
+    pub mailgun: Option<MailgunAccount>,
+    pub postmark_server_token: Option<String>,
+    pub ses: Option<SesAccount>,
     /// An SMTP relay (`OMEGA_SMTP_URL`).
     pub smtp_url: Option<String>,
     pub default_sms: Option<Provider>,
@@ -30,6 +36,10 @@ pub struct ProviderSettings {
     pub lookups: Arc<Lookups>,
     /// Issues the one-click unsubscribe links of campaign and automated email.
     pub unsubscribe: entities::unsubscribe::Tokens,
+    /// Message-IDs and reply addresses that lead replies back to their conversation.
+    pub threading: entities::threading::Threading,
+    /// `OMEGA_INBOUND_EMAIL_DOMAIN`: replies go to `reply+…@` it when set.
+    pub inbound_email_domain: Option<String>,
 }
 
 /// Per-business lookups of the send path, each read from the database at most once per
@@ -37,14 +47,15 @@ pub struct ProviderSettings {
 /// [`CredentialStore`]).
 pub struct Lookups {
     defaults: TtlCache<i64, (Option<String>, Option<String>)>,
-    numbers: TtlCache<(i64, i64), Option<String>>,
+    /// A location's phone number and email address.
+    locations: TtlCache<(i64, i64), (Option<String>, Option<String>)>,
 }
 
 impl Default for Lookups {
     fn default() -> Self {
         Lookups {
             defaults: TtlCache::new(LOOKUP_TTL, LOOKUP_MAX),
-            numbers: TtlCache::new(LOOKUP_TTL, LOOKUP_MAX),
+            locations: TtlCache::new(LOOKUP_TTL, LOOKUP_MAX),
         }
     }
 }
@@ -92,22 +103,23 @@ impl ProviderSettings {
         Ok(stored.and_then(|p| p.parse().ok()))
     }
 
-    /// A location's phone number (cached for [`LOOKUP_TTL`]).
-    pub async fn location_number(
+    /// A location's phone number and email address (cached for [`LOOKUP_TTL`]).
+    pub async fn location_contact(
         &self,
         db: &DatabaseConnection,
         business_id: i64,
         location_id: i64,
-    ) -> Result<Option<String>, entities::Error> {
+    ) -> Result<(Option<String>, Option<String>), entities::Error> {
         use sea_orm::EntityTrait;
         self.lookups
-            .numbers
+            .locations
             .get_or_load(&(business_id, location_id), async {
                 Ok::<_, entities::Error>(
                     entities::location::Entity::find_by_id((business_id, location_id))
                         .one(db)
                         .await?
-                        .and_then(|l| l.phone_number),
+                        .map(|l| (l.phone_number, l.email))
+                        .unwrap_or_default(),
                 )
             })
             .await
@@ -130,50 +142,10 @@ impl ProviderSettings {
         Ok(match channel {
             Channel::Email => {
                 let own = self.credentials.email(db, business_id).await?;
-                let own_smtp = own
-                    .clone()
-                    .filter(|e| e.provider == Provider::Smtp && e.smtp_url.is_some());
-                let own_sendgrid = own.filter(|e| e.provider == Provider::Sendgrid);
-                // A business's own provider first, then the global ones.
-                let default = if own_sendgrid.is_some()
-                    || (own_smtp.is_none() && self.sendgrid_api_key.is_some())
-                {
-                    Provider::Sendgrid
-                } else if own_smtp.is_some() || self.smtp_url.is_some() {
-                    Provider::Smtp
-                } else {
-                    Provider::Sandbox
-                };
-                let p = requested.or(self.default_email).unwrap_or(default);
-                match p {
-                    Provider::Smtp => match (own_smtp, &self.smtp_url) {
-                        (Some(e), _) => Ok(Chosen::Smtp {
-                            url: e.smtp_url.unwrap_or_default(),
-                            from_email: Some(e.from_email),
-                        }),
-                        (None, Some(url)) => Ok(Chosen::Smtp {
-                            url: url.clone(),
-                            from_email: None,
-                        }),
-                        _ => Err((p, "SMTP is not configured for this business".into())),
-                    },
-                    Provider::Sandbox => Ok(Chosen::Sandbox),
-                    Provider::Sendgrid => match (own_sendgrid, &self.sendgrid_api_key) {
-                        (Some(e), _) if e.api_key.is_some() => Ok(Chosen::Sendgrid {
-                            api_key: e.api_key.unwrap_or_default(),
-                            from_email: Some(e.from_email),
-                        }),
-                        (_, Some(key)) => Ok(Chosen::Sendgrid {
-                            api_key: key.clone(),
-                            from_email: None,
-                        }),
-                        _ => Err((p, "SendGrid is not configured for this business".into())),
-                    },
-                    other => Err((
-                        other,
-                        format!("sending email through {other} is not supported by this version"),
-                    )),
-                }
+                let p = requested
+                    .or(self.default_email)
+                    .unwrap_or_else(|| self.default_email_provider(own.as_ref()));
+                self.email_account(p, own)
             }
             _ => {
                 let own = self.credentials.twilio(db, business_id).await?;
@@ -200,16 +172,132 @@ impl ProviderSettings {
     }
 }
 
+impl ProviderSettings {
+    /// With no provider requested or configured as the default: the business's own account,
+    /// else the first global account configured, else the sandbox.
+    fn default_email_provider(&self, own: Option<&EmailCredentials>) -> Provider {
+        if let Some(own) = own {
+            return own.provider;
+        }
+        [
+            (self.sendgrid_api_key.is_some(), Provider::Sendgrid),
+            (self.mailgun.is_some(), Provider::Mailgun),
+            (self.postmark_server_token.is_some(), Provider::Postmark),
+            (self.ses.is_some(), Provider::Ses),
+            (self.smtp_url.is_some(), Provider::Smtp),
+        ]
+        .into_iter()
+        .find_map(|(configured, p)| configured.then_some(p))
+        .unwrap_or(Provider::Sandbox)
+    }
+
+    /// The account email goes through with provider `p`: the business's own when it is
+    /// with `p`, else the global one. Err: why `p` cannot be used.
+    fn email_account(
+        &self,
+        p: Provider,
+        own: Option<EmailCredentials>,
+    ) -> Result<Chosen, (Provider, String)> {
+        let not_configured = || (p, format!("{p} is not configured for this business"));
+        if p == Provider::Sandbox {
+            return Ok(Chosen::Sandbox);
+        }
+        if let Some(own) = own.filter(|o| o.provider == p) {
+            let from_email = Some(own.from_email.clone());
+            return EmailAccount::own(own)
+                .map(|account| Chosen::Email {
+                    account,
+                    from_email,
+                })
+                .ok_or_else(not_configured);
+        }
+        let account = match p {
+            Provider::Sendgrid => self
+                .sendgrid_api_key
+                .clone()
+                .map(|api_key| EmailAccount::Sendgrid { api_key }),
+            Provider::Mailgun => self.mailgun.clone().map(EmailAccount::Mailgun),
+            Provider::Postmark => self
+                .postmark_server_token
+                .clone()
+                .map(|server_token| EmailAccount::Postmark { server_token }),
+            Provider::Ses => self.ses.clone().map(EmailAccount::Ses),
+            Provider::Smtp => self.smtp_url.clone().map(|url| EmailAccount::Smtp { url }),
+            other => {
+                return Err((other, format!("{other} does not send email")));
+            }
+        };
+        account
+            .map(|account| Chosen::Email {
+                account,
+                from_email: None,
+            })
+            .ok_or_else(not_configured)
+    }
+}
+
+/// An email provider's account, ready to send with.
+pub enum EmailAccount {
+    Sendgrid { api_key: String },
+    Mailgun(MailgunAccount),
+    Postmark { server_token: String },
+    Ses(SesAccount),
+    Smtp { url: String },
+}
+
+impl EmailAccount {
+    /// A business's own account as onboarding stored it; None when it lacks what its
+    /// provider needs (onboarding checks, so only data from before that check).
+    fn own(c: EmailCredentials) -> Option<EmailAccount> {
+        let key = c.api_key.filter(|k| !k.is_empty());
+        Some(match c.provider {
+            Provider::Sendgrid => EmailAccount::Sendgrid { api_key: key? },
+            Provider::Mailgun => EmailAccount::Mailgun(MailgunAccount {
+                api_key: key?,
+                domain: c.domain?,
+                region: c.region,
+            }),
+            Provider::Postmark => EmailAccount::Postmark { server_token: key? },
+            Provider::Ses => EmailAccount::Ses(SesAccount {
+                region: c.region?,
+                access_key_id: key?,
+                secret_access_key: c.secret_key?,
+            }),
+            Provider::Smtp => EmailAccount::Smtp { url: c.smtp_url? },
+            _ => return None,
+        })
+    }
+
+    fn kind(&self) -> Provider {
+        match self {
+            EmailAccount::Sendgrid { .. } => Provider::Sendgrid,
+            EmailAccount::Mailgun(_) => Provider::Mailgun,
+            EmailAccount::Postmark { .. } => Provider::Postmark,
+            EmailAccount::Ses(_) => Provider::Ses,
+            EmailAccount::Smtp { .. } => Provider::Smtp,
+        }
+    }
+
+    async fn send(&self, clients: &Clients, email: &EmailOut<'_>) -> Result<Accepted, SendError> {
+        match self {
+            EmailAccount::Sendgrid { api_key } => sendgrid_send(clients, api_key, email).await,
+            EmailAccount::Mailgun(account) => mailgun_send(clients, account, email).await,
+            EmailAccount::Postmark { server_token } => {
+                postmark_send(clients, server_token, email).await
+            }
+            EmailAccount::Ses(account) => ses_send(clients, account, email).await,
+            EmailAccount::Smtp { url } => smtp_send(url, email).await,
+        }
+    }
+}
+
 /// A resolved provider for one message, with its credentials.
 pub enum Chosen {
     Sandbox,
     Twilio(entities::credentials::TwilioCredentials),
-    Sendgrid {
-        api_key: String,
-        from_email: Option<String>,
-    },
-    Smtp {
-        url: String,
+    Email {
+        account: EmailAccount,
+        /// The sender address of the business's own account, when it is that.
         from_email: Option<String>,
     },
 }
@@ -222,17 +310,14 @@ impl Chosen {
         match self {
             Chosen::Sandbox => Provider::Sandbox,
             Chosen::Twilio(_) => Provider::Twilio,
-            Chosen::Sendgrid { .. } => Provider::Sendgrid,
-            Chosen::Smtp { .. } => Provider::Smtp,
+            Chosen::Email { account, .. } => account.kind(),
         }
     }
 
     /// The sender address of the business's own email account, if it has one.
     pub fn sender_address(&self) -> Option<String> {
         match self {
-            Chosen::Sendgrid { from_email, .. } | Chosen::Smtp { from_email, .. } => {
-                from_email.clone()
-            }
+            Chosen::Email { from_email, .. } => from_email.clone(),
             _ => None,
         }
     }
@@ -249,7 +334,7 @@ impl Chosen {
                 .map(|a| (a, None)),
             Chosen::Sandbox => super::sandbox_sms(sms.to)
                 .map(|a| (a, Some((MessageStatus::Delivered, None, None)))),
-            Chosen::Sendgrid { .. } | Chosen::Smtp { .. } => Err(SendError::Permanent {
+            Chosen::Email { .. } => Err(SendError::Permanent {
                 code: "unsupported".into(),
                 message: "an email provider does not send SMS".into(),
             }),
@@ -263,10 +348,7 @@ impl Chosen {
         email: &EmailOut<'_>,
     ) -> Result<(Accepted, FollowUp), SendError> {
         match self {
-            Chosen::Sendgrid { api_key, .. } => super::sendgrid_send(clients, api_key, email)
-                .await
-                .map(|a| (a, None)),
-            Chosen::Smtp { url, .. } => super::smtp_send(url, email).await.map(|a| (a, None)),
+            Chosen::Email { account, .. } => account.send(clients, email).await.map(|a| (a, None)),
             Chosen::Sandbox => {
                 let (accepted, bounces) = super::sandbox_email(email.to);
                 let follow = if bounces {

@@ -6,7 +6,7 @@ use entities::types::{MessageStatus, Provider};
 use serde_json::{Value, json};
 
 use super::{
-    Accepted, Clients, EmailOut, ONE_CLICK, SendError, http_error, observe, retry_after, transport,
+    Accepted, Clients, EmailOut, SendError, http_error, mime, observe, retry_after, transport,
 };
 
 pub async fn sendgrid_send(
@@ -46,28 +46,16 @@ pub async fn sendgrid_send(
         if let Some(reply_to) = email.reply_to {
             body["reply_to"] = json!({"email": reply_to});
         }
-        if let Some(url) = email.unsubscribe_url {
-            body["headers"] = json!({
-                "List-Unsubscribe": format!("<{url}>"),
-                "List-Unsubscribe-Post": ONE_CLICK,
-            });
-        }
+        body["headers"] = mime::headers(email)
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), Value::String(value)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         let attachments: Vec<Value> = email
-            .attachments
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter(|a| a["content"].is_string())
-                    .map(|a| {
-                        let mut out = json!({"content": a["content"], "filename": a["filename"].as_str().unwrap_or("attachment")});
-                        if let Some(t) = a["content_type"].as_str() {
-                            out["type"] = json!(t);
-                        }
-                        out
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+            .files
+            .iter()
+            .map(|f| json!({"content": f.base64(), "filename": f.filename, "type": f.content_type}))
+            .collect();
         if !attachments.is_empty() {
             body["attachments"] = json!(attachments);
         }
@@ -90,11 +78,17 @@ pub async fn sendgrid_send(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("omega-{}", email.omega_id));
-            return Ok(Accepted { provider_message_id: id, status: MessageStatus::Queued });
+            return Ok(Accepted {
+                provider_message_id: id,
+                status: MessageStatus::Queued,
+            });
         }
         let wait = retry_after(resp.headers());
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let message = body["errors"][0]["message"].as_str().unwrap_or("SendGrid refused the message").to_owned();
+        let message = body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("SendGrid refused the message")
+            .to_owned();
         Err(http_error(status, wait, None, message))
     }
     .await;

@@ -231,6 +231,7 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
             webhook_sealer: webhook_sealer(secret),
             urls,
             stream_heartbeat: config.stream_heartbeat,
+            threading: entities::threading::Threading::new(secret),
         };
         let rate_limiter = match &config.redis_url {
             Some(url) => ingress::rate_limit::RateLimiter::redis(url, &config.redis_prefix)
@@ -392,5 +393,7 @@ fn email_webhooks(config: &Config) -> anyhow::Result<ingress::EmailWebhookSettin
         postmark_basic: config.postmark_webhook.clone(),
         ses_topic_arns: config.ses_topic_arns.clone(),
         sns_trusted_cert_prefix: config.sns_trusted_cert_prefix.clone(),
+        inbound_token: config.inbound_email_token.clone(),
+        inbound_basic: config.inbound_email_basic.clone(),
     })
 }

@@ -58,6 +58,7 @@ const SIGNED: &[&str] = &[
     "/twilio/sms/status",
     "/twilio/voice/status",
     "/email/webhooks/{provider}",
+    "/email/inbound/{provider}",
 ];
 
 /// Routes whose credential is a token in the path (RFC 8058 unsubscribe links): whatever
@@ -90,6 +91,7 @@ fn body_for(path: &str) -> Value {
         p if p.ends_with("/webhooks") => json!({"url": "https://hooks.example.com/omega"}),
         p if p.ends_with("{conversation_id}/status") => json!({"status": "open"}),
         p if p.ends_with("/notes") => json!({"staff_id": 789, "note": "x"}),
+        p if p.ends_with("/reply") => json!({"channel": "email", "message": "x", "staff_id": 789}),
         p if p.ends_with("/assign") => json!({"staff_id": 789}),
         p if p.ends_with("/read-status") => json!({"is_read": true, "client_id": 5}),
         p if p.ends_with("/conversations") => json!({"client_id": 5, "location_id": 10}),
@@ -116,6 +118,7 @@ fn concrete(path: &str) -> String {
         .replace("{id}", "1")
         .replace("{message_id}", "1")
         .replace("{webhook_id}", "1")
+        .replace("{index}", "0")
         .replace("{provider}", "sendgrid")
         .replace("{token}", "not-a-token")
         + query

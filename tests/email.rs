@@ -1,240 +1,16 @@
-//! Email both ways: sending through Mailgun, Postmark and Amazon SES (local mocks of their
-//! APIs), HTML-only content, attachments by URL, inbound email from each provider's format,
-//! threading, and staff replies from the inbox.
+//! Sending email through Mailgun, Postmark and Amazon SES (local mocks of their APIs), a
+//! business's own account, HTML-only content and attachments by URL.
 mod common;
+mod email_support;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use common::{Deployment, PLATFORM_KEY, Sandbox, TestApp, wait_for};
+use common::{Deployment, PLATFORM_KEY, wait_for};
+use email_support::{Call, app_with_providers, by_to, provider_mocks, send, settled};
 use hmac::Mac;
-use poem::web::{Data, Multipart};
-use poem::{EndpointExt, Request, Response, Route, handler, http::StatusCode};
+use poem::{Request, Response, Route, handler, http::StatusCode};
 use serde_json::{Value, json};
-
-/// What a mock provider received: path, headers (lower-case names), and the fields it
-/// read (JSON as is; multipart as an object of lists).
-#[derive(Clone, Debug)]
-struct Call {
-    path: String,
-    headers: HashMap<String, String>,
-    body: Value,
-}
-
-#[derive(Clone, Default)]
-struct Calls(Arc<Mutex<Vec<Call>>>);
-
-impl Calls {
-    fn all(&self) -> Vec<Call> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// Records the call; how many calls to `to` there were before it.
-    fn push(&self, req: &Request, body: Value, to: &str) -> usize {
-        let headers = req
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let mut calls = self.0.lock().unwrap();
-        let before = calls
-            .iter()
-            .filter(|c| c.body.to_string().contains(to))
-            .count();
-        calls.push(Call {
-            path: req.uri().path().to_owned(),
-            headers,
-            body,
-        });
-        before
-    }
-}
-
-fn json_response(status: StatusCode, body: Value) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .body(body.to_string())
-}
-
-/// Mailgun's Messages API: a multipart form; `rejected@` is refused (400), `flaky@` gets a
-/// 503 the first time.
-#[handler]
-async fn mailgun(req: &Request, mut form: Multipart, calls: Data<&Calls>) -> Response {
-    let mut fields: serde_json::Map<String, Value> = Default::default();
-    while let Ok(Some(field)) = form.next_field().await {
-        let name = field.name().unwrap_or("").to_owned();
-        let value = match field.file_name().map(str::to_owned) {
-            Some(file) => {
-                let kind = field.content_type().unwrap_or("").to_owned();
-                let bytes = field.bytes().await.unwrap();
-                json!({"filename": file, "type": kind, "content": String::from_utf8_lossy(&bytes)})
-            }
-            None => json!(field.text().await.unwrap()),
-        };
-        fields
-            .entry(name)
-            .or_insert_with(|| json!([]))
-            .as_array_mut()
-            .unwrap()
-            .push(value);
-    }
-    let to = fields["to"][0].as_str().unwrap_or("").to_owned();
-    let before = calls.push(req, Value::Object(fields), &to);
-    match to.as_str() {
-        "rejected@example.com" => json_response(
-            StatusCode::BAD_REQUEST,
-            json!({"message": "'to' parameter is not a valid address. please check documentation"}),
-        ),
-        "flaky@example.com" if before == 0 => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"message": "try later"}),
-        ),
-        _ => json_response(
-            StatusCode::OK,
-            json!({"id": format!("<mg{}@mg.spa.example>", before), "message": "Queued. Thank you."}),
-        ),
-    }
-}
-
-/// Postmark's `/email`: `rejected@` is error 300 (422), `flaky@` a 500 the first time.
-#[handler]
-async fn postmark(req: &Request, body: String, calls: Data<&Calls>) -> Response {
-    let v: Value = serde_json::from_str(&body).unwrap();
-    let to = v["To"].as_str().unwrap_or("").to_owned();
-    let before = calls.push(req, v, &to);
-    match to.as_str() {
-        "rejected@example.com" => json_response(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"ErrorCode": 300, "Message": "Invalid 'To' address: 'rejected@example.com'."}),
-        ),
-        "flaky@example.com" if before == 0 => {
-            json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({}))
-        }
-        _ => json_response(
-            StatusCode::OK,
-            json!({"To": to, "SubmittedAt": "2026-12-07T10:00:00Z", "MessageID": format!("pm-{before}-{to}"), "ErrorCode": 0, "Message": "OK"}),
-        ),
-    }
-}
-
-/// SES v2 SendEmail: `rejected@` is MessageRejected (400), `flaky@` throttled (429) once.
-#[handler]
-async fn ses(req: &Request, body: String, calls: Data<&Calls>) -> Response {
-    let v: Value = serde_json::from_str(&body).unwrap();
-    let to = v["Destination"]["ToAddresses"][0]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
-    let before = calls.push(req, v, &to);
-    let error = |status, kind: &str, message: &str| {
-        Response::builder()
-            .status(status)
-            .header(
-                "x-amzn-ErrorType",
-                format!("{kind}:http://internal.amazon.com/"),
-            )
-            .content_type("application/json")
-            .body(json!({"message": message}).to_string())
-    };
-    match to.as_str() {
-        "rejected@example.com" => error(
-            StatusCode::BAD_REQUEST,
-            "MessageRejected",
-            "Email address is not verified.",
-        ),
-        "flaky@example.com" if before == 0 => error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequestsException",
-            "Too Many Requests",
-        ),
-        _ => json_response(
-            StatusCode::OK,
-            json!({"MessageId": format!("0100018c-ses-{before}")}),
-        ),
-    }
-}
-
-async fn provider_mocks() -> (String, Calls) {
-    let calls = Calls::default();
-    let base = common::serve_mock(
-        Route::new()
-            .at("/v3/:domain/messages", poem::post(mailgun))
-            .at("/email", poem::post(postmark))
-            .at("/v2/email/outbound-emails", poem::post(ses))
-            .data(calls.clone()),
-    )
-    .await;
-    (base, calls)
-}
-
-/// An omega whose global Mailgun, Postmark and SES accounts are the local mocks.
-async fn app_with_providers(base: &str, extra: &[(&str, &str)]) -> TestApp {
-    let mut sandbox = Sandbox::new(Deployment::Embedded).await;
-    for (name, value) in [
-        ("OMEGA_MAILGUN_API_KEY", "key-mailgun"),
-        ("OMEGA_MAILGUN_DOMAIN", "mg.spa.example"),
-        ("OMEGA_MAILGUN_API_BASE", base),
-        ("OMEGA_POSTMARK_SERVER_TOKEN", "postmark-server-token"),
-        ("OMEGA_POSTMARK_API_BASE", base),
-        ("OMEGA_SES_REGION", "us-east-1"),
-        ("OMEGA_SES_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-        (
-            "OMEGA_SES_SECRET_ACCESS_KEY",
-            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-        ),
-        ("OMEGA_SES_ENDPOINT", base),
-        ("OMEGA_MAILGUN_SIGNING_KEY", "mailgun-signing-key"),
-        ("OMEGA_POSTMARK_WEBHOOK_USER", "postmark"),
-        ("OMEGA_POSTMARK_WEBHOOK_PASSWORD", "hook-secret"),
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    {
-        sandbox.set(name, value);
-    }
-    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
-    app.onboard(1).await;
-    app
-}
-
-async fn send(app: &TestApp, body: Value) -> Value {
-    let resp = app
-        .post("/businesses/1/email/send", Some(PLATFORM_KEY), &body)
-        .await;
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-    resp.json().await.unwrap()
-}
-
-/// The request's messages once `done` holds.
-async fn settled(
-    app: &TestApp,
-    request: &Value,
-    n: usize,
-    done: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let id = request["request_id"].as_str().unwrap().to_owned();
-    wait_for(
-        "the messages to settle",
-        Duration::from_secs(30),
-        || async {
-            let v = app.request_messages(1, &id, n).await;
-            let m = v["messages"].as_array().cloned().unwrap_or_default();
-            let settled = m.len() == n && done(&m);
-            if !settled {
-                eprintln!("not settled yet: {v}");
-            }
-            settled.then_some(m)
-        },
-    )
-    .await
-}
-
-fn by_to<'a>(messages: &'a [Value], to: &str) -> &'a Value {
-    messages.iter().find(|m| m["to"] == to).unwrap()
-}
 
 fn three(provider: &str) -> Value {
     json!({"category": "transactional", "provider": provider, "location_id": 10, "from_email": "desk@spa.example", "from_name": "Serenity Spa", "messages": [
@@ -248,7 +24,7 @@ fn three(provider: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mailgun_postmark_and_ses_send_classify_errors_and_carry_omegas_id() {
     let (base, calls) = provider_mocks().await;
-    let app = app_with_providers(&base, &[]).await;
+    let app = app_with_providers(Deployment::Embedded, &base, &[]).await;
     for (provider, rejected_code) in [
         ("mailgun", "400"),
         ("postmark", "300"),
@@ -415,7 +191,12 @@ fn file_server(req: &Request) -> Response {
 async fn html_only_email_gets_text_and_url_attachments_are_fetched_or_fail_the_message() {
     let (base, calls) = provider_mocks().await;
     let files_base = common::serve_mock(Route::new().at("/files/*", poem::get(file_server))).await;
-    let app = app_with_providers(&base, &[("OMEGA_ALLOW_PRIVATE_URLS", "true")]).await;
+    let app = app_with_providers(
+        Deployment::Embedded,
+        &base,
+        &[("OMEGA_ALLOW_PRIVATE_URLS", "true")],
+    )
+    .await;
     let body = json!({"category": "transactional", "provider": "postmark", "from_email": "desk@spa.example", "messages": [
         {"client_id": 5, "to_email": "grace@example.com", "subject": "Menu",
          "content": {"html": "<h1>Winter menu</h1><p>Try our <b>eucalyptus</b> steam.</p>"},
@@ -473,7 +254,7 @@ async fn html_only_email_gets_text_and_url_attachments_are_fetched_or_fail_the_m
 async fn attachments_at_private_addresses_are_refused() {
     let (base, calls) = provider_mocks().await;
     let files_base = common::serve_mock(Route::new().at("/files/*", poem::get(file_server))).await;
-    let app = app_with_providers(&base, &[]).await;
+    let app = app_with_providers(Deployment::Embedded, &base, &[]).await;
     let request = send(&app, json!({"category": "transactional", "provider": "mailgun", "from_email": "desk@spa.example", "messages": [
         {"client_id": 5, "to_email": "grace@example.com", "subject": "Menu", "content": {"text": "x"},
          "attachments": [{"url": format!("{files_base}/files/menu.pdf")}]}]})).await;
@@ -485,7 +266,7 @@ async fn attachments_at_private_addresses_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_business_with_its_own_email_account_sends_through_it_by_default() {
     let (base, calls) = provider_mocks().await;
-    let app = app_with_providers(&base, &[]).await;
+    let app = app_with_providers(Deployment::Embedded, &base, &[]).await;
     let mut onboarding = common::onboard_body(3, "Harbor Clinic");
     onboarding["providers"] = json!({"email": {"provider": "postmark", "from_email": "front@spa.example", "api_key": "harbor-own-token"}});
     let resp = app

@@ -60,6 +60,9 @@ pub struct MessageItem {
     pub to: Option<String>,
     pub cc: Vec<String>,
     pub bcc: Vec<String>,
+    /// Each attachment's `filename`, `content_type`, `size` (bytes) and `url` when given by
+    /// one; content kept by omega is downloaded from
+    /// `GET /businesses/{business_id}/messages/{id}/attachments/{index}`, not listed here.
     pub attachments: serde_json::Value,
     pub status: MessageStatus,
     #[cfg_attr(feature = "openapi", oai(nullable))]
@@ -80,6 +83,69 @@ pub struct MessageItem {
     #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<MessageEvent>>,
+}
+
+/// Attachments as listed: content replaced by its size.
+fn listed(attachments: &serde_json::Value) -> serde_json::Value {
+    let Some(list) = attachments.as_array() else {
+        return serde_json::json!([]);
+    };
+    list.iter()
+        .enumerate()
+        .map(|(index, a)| {
+            let mut out = a.as_object().cloned().unwrap_or_default();
+            if let Some(content) = out.remove("content") {
+                let size = content.as_str().map(base64_len).unwrap_or(0);
+                out.insert("size".into(), size.into());
+            }
+            out.insert("index".into(), index.into());
+            serde_json::Value::Object(out)
+        })
+        .collect()
+}
+
+/// The decoded length of base64 text, without decoding it.
+fn base64_len(text: &str) -> usize {
+    let text = text.trim_end();
+    let padding = text.bytes().rev().take_while(|&b| b == b'=').count();
+    (text.len() / 4 * 3 + (text.len() % 4).saturating_sub(1)).saturating_sub(padding)
+}
+
+/// One attachment's file, when omega keeps its content: (filename, content type, bytes).
+pub async fn attachment(
+    db: &impl sea_orm::ConnectionTrait,
+    business_id: i64,
+    message_id: i64,
+    index: usize,
+) -> Result<Option<(String, String, Vec<u8>)>, crate::Error> {
+    use base64::Engine;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let Some(m) = message::Entity::find_by_id(message_id)
+        .filter(message::Column::BusinessId.eq(business_id))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(a) = m.attachments.get(index) else {
+        return Ok(None);
+    };
+    let Some(content) = a["content"].as_str() else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(content)
+        .map_err(|e| {
+            crate::Error::Corrupt(format!("attachment {index} of message {message_id}: {e}"))
+        })?;
+    Ok(Some((
+        a["filename"].as_str().unwrap_or("attachment").to_owned(),
+        a["content_type"]
+            .as_str()
+            .unwrap_or("application/octet-stream")
+            .to_owned(),
+        bytes,
+    )))
 }
 
 fn parse<T: std::str::FromStr<Err = crate::Error>>(s: &str) -> Result<T, crate::Error> {
@@ -128,7 +194,7 @@ impl MessageItem {
             to: m.to_addr,
             cc: crate::query::json_strings(&m.cc),
             bcc: crate::query::json_strings(&m.bcc),
-            attachments: m.attachments,
+            attachments: listed(&m.attachments),
             status: parse(&m.status)?,
             error_code: m.error_code,
             error_message: m.error_message,
@@ -140,5 +206,28 @@ impl MessageItem {
             created_at: m.created_at,
             events,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn listed_attachments_show_sizes_not_content() {
+        use base64::Engine;
+        for n in 0..10 {
+            let text = base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+            assert_eq!(super::base64_len(&text), n, "{text}");
+        }
+        let listed = super::listed(&serde_json::json!([
+            {"filename": "a.txt", "content_type": "text/plain", "content": "aGVsbG8="},
+            {"url": "https://example.com/b.pdf"}
+        ]));
+        assert_eq!(
+            listed,
+            serde_json::json!([
+                {"filename": "a.txt", "content_type": "text/plain", "size": 5, "index": 0},
+                {"url": "https://example.com/b.pdf", "index": 1}
+            ])
+        );
     }
 }

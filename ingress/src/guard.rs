@@ -82,7 +82,13 @@ enum Gate {
 
 fn gate(path: &str) -> Gate {
     const PUBLIC: [&str; 4] = ["/health", "/health/db", "/metrics", "/openapi.json"];
-    const PUBLIC_UNDER: [&str; 4] = ["/docs", "/twilio/", "/email/webhooks/", "/unsubscribe/"];
+    const PUBLIC_UNDER: [&str; 5] = [
+        "/docs",
+        "/twilio/",
+        "/email/webhooks/",
+        "/email/inbound/",
+        "/unsubscribe/",
+    ];
     if PUBLIC.contains(&path)
         || path == "/voice-calls/twiml"
         || PUBLIC_UNDER.iter().any(|p| path.starts_with(p))
@@ -314,6 +320,7 @@ mod tests {
         assert_eq!(gate("/twilio/sms/incoming"), Gate::Public);
         assert_eq!(gate("/unsubscribe/abc"), Gate::Public);
         assert_eq!(gate("/email/webhooks/sendgrid"), Gate::Public);
+        assert_eq!(gate("/email/inbound/postmark"), Gate::Public);
         assert_eq!(gate("/businesses/7/sms/send"), Gate::Business(7));
         assert_eq!(gate("/business/7/onboarding-status"), Gate::Business(7));
         assert_eq!(gate("/businesses/x/sms/send"), Gate::Caller);

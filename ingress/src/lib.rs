@@ -4,6 +4,7 @@ pub mod auth;
 pub mod email_events;
 pub mod error;
 pub mod guard;
+pub mod inbound_email;
 pub mod rate_limit;
 pub mod routes;
 pub mod server;

@@ -33,6 +33,8 @@ pub struct Settings {
     pub urls: entities::urls::UrlPolicy,
     /// How often an event stream sends a comment to keep idle connections open.
     pub stream_heartbeat: std::time::Duration,
+    /// Reads the reply addresses and Message-IDs of omega's email in replies.
+    pub threading: entities::threading::Threading,
 }
 
 /// The email providers' webhook credentials.
@@ -46,6 +48,10 @@ pub struct EmailWebhookSettings {
     pub ses_topic_arns: Vec<String>,
     /// A certificate URL prefix trusted besides SNS's own hosts (tests).
     pub sns_trusted_cert_prefix: Option<String>,
+    /// The secret `?token=` of SendGrid Inbound Parse posts.
+    pub inbound_token: Option<String>,
+    /// Basic credentials SendGrid Inbound Parse posts must carry too, when set.
+    pub inbound_basic: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for EmailWebhookSettings {
@@ -62,6 +68,14 @@ impl std::fmt::Debug for EmailWebhookSettings {
             )
             .field("ses_topic_arns", &self.ses_topic_arns)
             .field("sns_trusted_cert_prefix", &self.sns_trusted_cert_prefix)
+            .field(
+                "inbound_token",
+                &self.inbound_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "inbound_basic",
+                &self.inbound_basic.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
             .finish()
     }
 }

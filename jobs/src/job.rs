@@ -1,6 +1,7 @@
 //! The typed job payloads. Each job type has its own queue (stream or table partition).
 use entities::calls::{CallRecord, VoiceStatus};
 use entities::inbound::{InboundSms, ProcessedMessage};
+use entities::inbound_email::InboundEmail;
 use entities::onboard::Onboarding;
 use entities::outbound::SendJob;
 use entities::record::RecordBatch;
@@ -68,6 +69,7 @@ pub struct StatusUpdates {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Inbound {
     Sms(InboundSms),
+    Email(InboundEmail),
     Message(ProcessedMessage),
     VoiceStatus(VoiceStatus),
 }
@@ -76,6 +78,7 @@ impl Inbound {
     pub fn business_id(&self) -> i64 {
         match self {
             Inbound::Sms(s) => s.business_id,
+            Inbound::Email(e) => e.business_id,
             Inbound::Message(m) => m.business_id,
             Inbound::VoiceStatus(v) => v.call.business_id,
         }

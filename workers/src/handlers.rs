@@ -159,6 +159,12 @@ async fn process_inbound(ctx: &Ctx, inbound: &Inbound) -> Result<(), JobError> {
                     .map_err(|e| JobError::Transient(format!("queueing the HELP answer: {e}")))?;
             }
         }
+        Inbound::Email(email) => {
+            let recorded = entities::inbound_email::receive(&ctx.db, email)
+                .await
+                .map_err(job_error)?;
+            tracing::info!(recorded, business_id = email.business_id, "inbound email");
+        }
         Inbound::Message(m) => {
             let recorded = entities::inbound::process_message(&ctx.db, m)
                 .await

@@ -310,7 +310,8 @@ impl ConversationsApi {
                 status: c.status,
                 assigned_staff_id: c.assigned_staff_id,
                 last_message: m.map(|m| LastMessage {
-                    preview: m.body.chars().take(160).collect(),
+                    // A reply's own words, without the history its mail program quoted.
+                    preview: preview(&m),
                     channel: m.channel,
                     direction: m.direction,
                     status: m.status,
@@ -450,4 +451,16 @@ impl ConversationsApi {
             conversation: Some(ConversationResponse::new(conversation, events)?),
         }))
     }
+}
+
+/// The first 160 characters of a message; of a client's email, of its new text only.
+fn preview(m: &entities::message::Model) -> String {
+    let body = if m.channel == entities::types::Channel::Email.as_str()
+        && m.direction == entities::types::Direction::Inbound.as_str()
+    {
+        entities::email_text::without_quoted(&m.body)
+    } else {
+        &m.body
+    };
+    body.chars().take(160).collect()
 }

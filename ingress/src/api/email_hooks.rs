@@ -21,18 +21,28 @@ use crate::email_events as events;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The largest webhook body accepted: SendGrid batches thousands of events per request.
-const MAX_BODY: usize = 5 << 20;
+/// How large a raw body a route takes.
+pub trait BodyLimit: Send {
+    const MAX: usize;
+}
+
+/// Event webhooks: SendGrid batches thousands of events per request.
+pub struct EventBatch;
+
+impl BodyLimit for EventBatch {
+    const MAX: usize = 5 << 20;
+}
 /// Reports per queued job, so one huge batch does not become one huge job.
 const REPORTS_PER_JOB: usize = 500;
 
 /// A webhook body exactly as sent: signatures are computed over these bytes.
-pub struct RawBody {
+pub struct RawBody<L: BodyLimit = EventBatch> {
     pub bytes: Vec<u8>,
     pub content_type: Option<String>,
+    limit: std::marker::PhantomData<L>,
 }
 
-impl Payload for RawBody {
+impl<L: BodyLimit> Payload for RawBody<L> {
     const CONTENT_TYPE: &'static str = "application/json";
 
     fn check_content_type(_content_type: &str) -> bool {
@@ -47,26 +57,27 @@ impl Payload for RawBody {
     fn register(_registry: &mut Registry) {}
 }
 
-impl ParsePayload for RawBody {
+impl<L: BodyLimit> ParsePayload for RawBody<L> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let bytes = crate::validate::read_body(request, body, MAX_BODY).await?;
+        let bytes = crate::validate::read_body(request, body, L::MAX).await?;
         Ok(RawBody {
             bytes: bytes.to_vec(),
             content_type: request.content_type().map(str::to_owned),
+            limit: std::marker::PhantomData,
         })
     }
 }
 
-poem_openapi::impl_apirequest_for_payload!(RawBody,);
+poem_openapi::impl_apirequest_for_payload!(RawBody<L>, L: BodyLimit);
 
-fn invalid(msg: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(msg: impl Into<String>) -> ApiError {
     ApiError::invalid_at(&["body"], msg, "value_error")
 }
 
 /// The body as JSON, refusing other content types.
-fn json_body(body: &RawBody) -> Result<serde_json::Value, ApiError> {
+pub(crate) fn json_body<L: BodyLimit>(body: &RawBody<L>) -> Result<serde_json::Value, ApiError> {
     let is_json = body
         .content_type
         .as_deref()

@@ -22,12 +22,14 @@ pub enum Owner {
     Business(i64),
     /// The platform's (onboarding): the platform key only.
     Platform,
+    /// One business's inbox (a staff reply): whoever may work it, staff sessions too.
+    Inbox(i64),
 }
 
 impl std::fmt::Display for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Owner::Business(id) => write!(f, "business:{id}"),
+            Owner::Business(id) | Owner::Inbox(id) => write!(f, "business:{id}"),
             Owner::Platform => f.write_str("platform"),
         }
     }
@@ -82,6 +84,10 @@ where
             state.require_business_exists(business_id).await?;
         }
         Owner::Platform => auth.principal().can_administer()?,
+        Owner::Inbox(business_id) => {
+            auth.principal().can_work_inbox(business_id)?;
+            state.require_business_exists(business_id).await?;
+        }
     }
     let trace = sub.trace;
     // A key names one request of one caller, for one business, on one route: the same key
@@ -112,6 +118,19 @@ where
     .await
 }
 
+/// The contract's answer to queued messages: "N messages queued" and the request id.
+pub fn queued(request_id: String, accepted: usize) -> SuccessResponse {
+    SuccessResponse {
+        success: true,
+        message: format!(
+            "{accepted} message{} queued",
+            if accepted == 1 { "" } else { "s" }
+        ),
+        request_id,
+        accepted: accepted as u32,
+    }
+}
+
 /// Queues a request's messages; the answer is the contract's `SuccessResponse` ("N messages
 /// queued" and the request id), 200 or replayed.
 pub async fn enqueue_messages(
@@ -123,18 +142,7 @@ pub async fn enqueue_messages(
 ) -> Result<QueuedResponse, ApiError> {
     let (response, replayed) = enqueue(state, auth, sub, |request_id| async move {
         let jobs = make_jobs(&request_id);
-        Ok(Work::new(
-            jobs,
-            SuccessResponse {
-                success: true,
-                message: format!(
-                    "{accepted} message{} queued",
-                    if accepted == 1 { "" } else { "s" }
-                ),
-                request_id,
-                accepted: accepted as u32,
-            },
-        ))
+        Ok(Work::new(jobs, queued(request_id, accepted)))
     })
     .await?;
     Ok(QueuedResponse::new(response, replayed))

@@ -1,5 +1,6 @@
 //! The staff's inbox commands, each one transaction in the ingress: mark messages read or
-//! unread, add an internal note, assign a conversation, set its status.
+//! unread, add an internal note, assign a conversation, set its status; and a reply to the
+//! client, queued as a send.
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -11,8 +12,14 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
 use super::ApiTags;
+use super::enqueue::{Owner, Submission, Work, enqueue, queued};
+use super::message_fields::{
+    MAX_EMAIL_CHARS, MAX_SMS_CHARS, MAX_SUBJECT_CHARS, send_status, validate_send_at,
+};
 use super::schemas::MessageItem;
+use super::schemas::QueuedResponse;
 use super::status::UpdateSuccessResponse;
+use crate::RequestId;
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -53,6 +60,53 @@ pub struct AssignRequest {
 
 impl Validate for AssignRequest {
     fn validate(&mut self, _c: &mut Checker) {}
+}
+
+/// A reply to the conversation's client, by `sms` (from the location's number) or `email`
+/// (from the location's address, threaded under the client's last email; `subject`
+/// defaults to "Re: " and the conversation's latest subject). With a staff session the
+/// sender is the session's staff member (`staff_id` may be omitted; another is 403); with
+/// an API key `staff_id` is required. `send_at` as for sends.
+#[derive(Debug, Object, Deserialize)]
+pub struct ReplyRequest {
+    pub channel: Channel,
+    /// SMS: 1 to 1,600 characters; email: the text body.
+    pub message: String,
+    #[serde(default)]
+    #[oai(nullable)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    #[oai(nullable)]
+    pub send_at: Option<chrono::DateTime<chrono::FixedOffset>>,
+    #[serde(default)]
+    #[oai(nullable)]
+    pub staff_id: Option<i64>,
+}
+
+impl Validate for ReplyRequest {
+    fn validate(&mut self, c: &mut Checker) {
+        match self.channel {
+            Channel::Sms => {
+                c.length("message", self.message.trim(), 1, MAX_SMS_CHARS);
+                if self.subject.is_some() {
+                    c.fail("subject", "an SMS has no subject", "value_error");
+                }
+            }
+            Channel::Email => c.length("message", self.message.trim(), 1, MAX_EMAIL_CHARS),
+            _ => c.fail(
+                "channel",
+                "a reply goes by sms or email",
+                "value_error.channel",
+            ),
+        }
+        if let Some(subject) = &self.subject {
+            c.length("subject", subject, 1, MAX_SUBJECT_CHARS);
+        }
+        if let Some(id) = self.staff_id {
+            c.positive("staff_id", id);
+        }
+        validate_send_at(c, self.send_at);
+    }
 }
 
 #[derive(Debug, Object, Deserialize)]
@@ -231,6 +285,77 @@ impl InboxApi {
             success: true,
             updated: 1,
         }))
+    }
+
+    /// Reply to the client
+    ///
+    /// Queues a message to the conversation's client through the normal send path (its
+    /// consent is checked when it is sent) and answers `SuccessResponse` with its
+    /// `request_id`. Staff sessions of the business may reply, as may its API keys and the
+    /// platform key (naming `staff_id`).
+    #[oai(
+        path = "/businesses/:business_id/conversations/:conversation_id/reply",
+        method = "post",
+        tag = "ApiTags::Businesses"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn reply(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        conversation_id: Path<i64>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: poem_openapi::param::Header<
+            Option<String>,
+        >,
+        body: ValidJson<ReplyRequest>,
+        trace: poem::web::Data<&RequestId>,
+    ) -> Result<QueuedResponse, ApiError> {
+        let ValidJson { value, body_hash } = body;
+        let principal = auth.principal();
+        principal.can_work_inbox(business_id.0)?;
+        let staff_id = principal.acting_staff(value.staff_id)?.ok_or_else(|| {
+            ApiError::invalid_at(
+                &["body", "staff_id"],
+                "field required with an API key: who replies",
+                "missing",
+            )
+        })?;
+        let (status, scheduled_at) = send_status(value.send_at, Utc::now());
+        let channel = value.channel;
+        let reply = entities::reply::Reply {
+            staff_id,
+            channel,
+            message: value.message,
+            subject: value.subject,
+            status,
+            scheduled_at,
+        };
+        let sub = Submission {
+            owner: Owner::Inbox(business_id.0),
+            idempotency_key: idempotency_key.0,
+            route: "conversations/reply",
+            body_hash,
+            trace: &trace,
+        };
+        let (b, c, db) = (business_id.0, conversation_id.0, &self.state.db);
+        let (response, replayed) = enqueue(&self.state, &auth, sub, |request_id| async move {
+            let job = entities::reply::compose(db, b, c, &reply, &request_id)
+                .await
+                .map_err(|e| match e {
+                    entities::Error::Invalid(msg) if msg.starts_with("staff") => {
+                        ApiError::invalid_at(&["body", "staff_id"], msg, "value_error")
+                    }
+                    // The client lacks the channel's address.
+                    other => invalid_at_body(other, "channel"),
+                })?;
+            let job = match channel {
+                Channel::Sms => jobs::Job::SendSms(job),
+                _ => jobs::Job::SendEmail(job),
+            };
+            Ok(Work::new(vec![job], queued(request_id, 1)))
+        })
+        .await?;
+        Ok(QueuedResponse::new(response, replayed))
     }
 
     /// Set a conversation's status

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use entities::{messages, status_history};
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
+use poem_openapi::payload::{Attachment, AttachmentType, Json};
 use poem_openapi::{Enum, Object, OpenApi};
 
 use super::ApiTags;
@@ -71,6 +71,41 @@ impl MessagesApi {
 
 #[OpenApi]
 impl MessagesApi {
+    /// Download a message's attachment
+    ///
+    /// The file of attachment `index` (its place in the message's `attachments`) when omega
+    /// keeps its content: given inline when sent or recorded, or received with an inbound
+    /// email. Served as `application/octet-stream` with `Content-Disposition: attachment`
+    /// and its file name, so that a browser saves it rather than shows it. 404 for another
+    /// business's message and for attachments given by URL (they are at their URL).
+    #[oai(
+        path = "/businesses/:business_id/messages/:message_id/attachments/:index",
+        method = "get",
+        tag = "ApiTags::Messages"
+    )]
+    async fn attachment(
+        &self,
+        auth: Auth,
+        business_id: Path<i64>,
+        message_id: Path<i64>,
+        index: Path<u32>,
+    ) -> Result<Attachment<Vec<u8>>, ApiError> {
+        auth.principal().can_read(business_id.0)?;
+        let found = entities::message_item::attachment(
+            &self.state.db,
+            business_id.0,
+            message_id.0,
+            index.0 as usize,
+        )
+        .await?;
+        let Some((filename, _, bytes)) = found else {
+            return Err(ApiError::not_found("No such attachment"));
+        };
+        Ok(Attachment::new(bytes)
+            .attachment_type(AttachmentType::Attachment)
+            .filename(filename))
+    }
+
     /// Messages by request ID
     ///
     /// The messages a send or record request of this business created, with their current

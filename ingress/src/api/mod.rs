@@ -9,6 +9,7 @@ mod enqueue;
 pub mod events;
 pub mod health;
 mod idempotency;
+pub mod inbound_email;
 pub mod inbox;
 pub mod keys;
 mod message_fields;
@@ -88,6 +89,7 @@ pub type Apis = (
         inbox::InboxApi,
         twilio_hooks::TwilioHooksApi,
         email_hooks::EmailHooksApi,
+        inbound_email::InboundEmailApi,
         process::ProcessApi,
         search::SearchApi,
         privacy::PrivacyApi,
@@ -152,6 +154,9 @@ pub fn service(state: Arc<AppState>, public_url: &str) -> OpenApiService<Apis, (
                     state: state.clone(),
                 },
                 email_hooks::EmailHooksApi {
+                    state: state.clone(),
+                },
+                inbound_email::InboundEmailApi {
                     state: state.clone(),
                 },
                 process::ProcessApi {

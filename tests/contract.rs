@@ -11,6 +11,13 @@ use common::{Deployment, PLATFORM_KEY, Sandbox, TestApp, wait_for};
 use serde_json::{Value, json};
 
 fn spec(name: &str) -> String {
+    // Ours (tests/contract/specs), else the shared ones.
+    let own = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/contract/specs")
+        .join(name);
+    if own.exists() {
+        return own.display().to_string();
+    }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/provider-specs")
         .join(name);
@@ -144,6 +151,53 @@ async fn provider_requests_match_the_providers_api_descriptions() {
             );
             assert!(m["provider_message_id"].is_string(), "{m}");
         }
+    }
+}
+
+/// Postmark's and Amazon SES's descriptions (tests/contract/specs): an email sent through
+/// each, attachments and omega's headers included, is accepted by the mock of its API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postmark_and_ses_requests_match_their_api_descriptions() {
+    let ((_postmark, postmark_base), (_ses, ses_base)) =
+        tokio::join!(prism("postmark_server.json"), prism("aws_sesv2.json"));
+    let mut sandbox = Sandbox::new(Deployment::Embedded).await;
+    sandbox.set("OMEGA_POSTMARK_SERVER_TOKEN", "postmark-contract-test");
+    sandbox.set("OMEGA_POSTMARK_API_BASE", &postmark_base);
+    sandbox.set("OMEGA_SES_REGION", "us-east-1");
+    sandbox.set("OMEGA_SES_ACCESS_KEY_ID", "AKIDEXAMPLE");
+    sandbox.set(
+        "OMEGA_SES_SECRET_ACCESS_KEY",
+        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    );
+    sandbox.set("OMEGA_SES_ENDPOINT", &ses_base);
+    sandbox.set("OMEGA_INBOUND_EMAIL_DOMAIN", "in.omega.example");
+    let app = TestApp::spawn_in(sandbox, omega::Role::Serve).await;
+    app.onboard(1).await;
+    for provider in ["postmark", "ses"] {
+        let email = json!({"category": "campaign", "provider": provider, "location_id": 10, "from_email": "desk@spa.example.com", "from_name": "Serenity", "messages": [
+            {"client_id": 5, "to_email": "grace@example.com", "subject": "Your visit", "content": {"text": "Thanks", "html": "<p>Thanks</p>"},
+             "cc_email": ["cc@example.com"], "bcc_email": ["bcc@example.com"],
+             "attachments": [{"content": "aGVsbG8=", "content_type": "text/plain", "filename": "a.txt"}]}
+        ]});
+        let ok: Value = app
+            .post("/businesses/1/email/send", Some(PLATFORM_KEY), &email)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let rid = ok["request_id"].as_str().unwrap().to_owned();
+        let m = wait_for("the email to be sent", Duration::from_secs(60), || async {
+            let v = app.request_messages(1, &rid, 1).await;
+            let m = v["messages"][0].clone();
+            (m["status"] != "queued" || m["provider_message_id"].is_string()).then_some(m)
+        })
+        .await;
+        assert_eq!(m["provider"], provider);
+        assert_ne!(
+            m["status"], "failed",
+            "{provider} refused omega's request: {} {}",
+            m["error_code"], m["error_message"]
+        );
     }
 }
 

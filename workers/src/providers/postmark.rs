@@ -69,8 +69,10 @@ pub async fn postmark_send(
         let status = resp.status();
         let wait = retry_after(resp.headers());
         let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        // Postmark answers errors with a 4xx and their ErrorCode; a 2xx is an accepted
+        // message (its ErrorCode is 0).
         let code = answer["ErrorCode"].as_i64().unwrap_or(0);
-        if status.is_success() && code == 0 {
+        if status.is_success() {
             let id = answer["MessageID"]
                 .as_str()
                 .map(str::to_owned)

@@ -80,7 +80,12 @@ async fn one_click_unsubscribe_end_to_end(d: Deployment) {
     // Transactional mail: no unsubscribe header. Campaign mail: both, with an https link.
     let m = send(&app, 1, "transactional", 5, grace).await;
     assert_eq!(m["status"], "queued", "{m}");
-    assert!(mail_to(&mails, 0).get("headers").is_none());
+    let headers = mail_to(&mails, 0)["headers"].clone();
+    assert!(headers.get("List-Unsubscribe").is_none(), "{headers}");
+    assert!(
+        headers["Message-ID"].is_string(),
+        "every email has omega's Message-ID"
+    );
     send(&app, 1, "campaign", 5, grace).await;
     let headers = mail_to(&mails, 1)["headers"].clone();
     assert_eq!(

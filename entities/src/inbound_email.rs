@@ -7,6 +7,7 @@
 //! provider's id in it); a recipient that is a location's address, with the client found by
 //! the sender's address (an unknown sender becomes a `lead`, as for SMS).
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -15,7 +16,7 @@ use crate::calls::find_or_create_by_address;
 use crate::record::{RecordBatch, RecordItem, record_one};
 use crate::threading::{Threading, ids_in};
 use crate::types::{Channel, Direction, MessageStatus, Provider, UserType};
-use crate::{Result, conversation, location, message};
+use crate::{Result, client, conversation, location, message};
 
 /// A file that came with the mail, kept with the message (base64, as outbound ones are).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,7 +122,7 @@ pub async fn destination(
     }
     for to in &email.to {
         let found = location::Entity::find()
-            .filter(location::Column::Email.eq(to.as_str()))
+            .filter(Expr::expr(Func::lower(Expr::col(location::Column::Email))).eq(to.as_str()))
             .order_by_asc(location::Column::BusinessId)
             .one(db)
             .await?;
@@ -154,14 +155,27 @@ pub async fn receive(db: &sea_orm::DatabaseConnection, inbound: &InboundEmail) -
             (c.client_id, (c.location_key != 0).then_some(c.location_key))
         }
         Destination::Location { location_id } => {
-            let client = find_or_create_by_address(
-                &txn,
-                business_id,
-                Channel::Email,
-                &email.from,
-                Some(location_id),
-            )
-            .await?;
+            // Addresses are compared without case (the platform may have stored
+            // "Grace@Example.com"); only a sender known by no client becomes a lead.
+            let known = client::Entity::find()
+                .filter(client::Column::BusinessId.eq(business_id))
+                .filter(Expr::expr(Func::lower(Expr::col(client::Column::Email))).eq(&email.from))
+                .order_by_desc(client::Column::Id)
+                .one(&txn)
+                .await?;
+            let client = match known {
+                Some(c) => c,
+                None => {
+                    find_or_create_by_address(
+                        &txn,
+                        business_id,
+                        Channel::Email,
+                        &email.from,
+                        Some(location_id),
+                    )
+                    .await?
+                }
+            };
             (client.id, Some(location_id))
         }
     };

@@ -1,7 +1,8 @@
 //! Inbound email: a client's mail, as any provider hands it over, recorded `received` in
 //! the right conversation.
 //!
-//! Which conversation ([`destination`]), most certain first: the reply address omega gave
+//! Which conversation, most certain first ([`thread_destination`], then
+//! [`location_by_address`]): the reply address omega gave
 //! (`reply+<token>@`, [`crate::threading`]); a `Message-ID` omega sent named in
 //! `In-Reply-To`/`References` (or, for providers that replace the Message-ID, SES, the
 //! provider's id in it); a recipient that is a location's address, with the client found by
@@ -65,9 +66,10 @@ pub struct InboundEmail {
     pub email: ReceivedEmail,
 }
 
-/// The business and destination of a received email; None when nothing here is its
-/// recipient (logged and answered, not recorded).
-pub async fn destination(
+/// The conversation a received email continues, by omega's reply address among its
+/// recipients or a Message-ID omega sent in its `In-Reply-To`/`References`: (business,
+/// destination). None: route it by its recipients' addresses ([`location_by_address`]).
+pub async fn thread_destination(
     db: &impl ConnectionTrait,
     threading: &Threading,
     email: &ReceivedEmail,
@@ -120,18 +122,20 @@ pub async fn destination(
             )));
         }
     }
-    for to in &email.to {
-        let found = location::Entity::find()
-            .filter(Expr::expr(Func::lower(Expr::col(location::Column::Email))).eq(to.as_str()))
-            .order_by_asc(location::Column::BusinessId)
-            .one(db)
-            .await?;
-        if let Some(l) = found {
-            let location_id = l.id;
-            return Ok(Some((l.business_id, Destination::Location { location_id })));
-        }
-    }
     Ok(None)
+}
+
+/// The location whose address this is, any case: (business, location).
+pub async fn location_by_address(
+    db: &impl ConnectionTrait,
+    address: &str,
+) -> Result<Option<(i64, i64)>> {
+    Ok(location::Entity::find()
+        .filter(Expr::expr(Func::lower(Expr::col(location::Column::Email))).eq(address))
+        .order_by_asc(location::Column::BusinessId)
+        .one(db)
+        .await?
+        .map(|l| (l.business_id, l.id)))
 }
 
 /// Records the email in its conversation, once (a provider's retry, a job re-run and the

@@ -93,6 +93,8 @@ pub struct AppState {
     pub sns: crate::sns::SnsVerifier,
     /// Which location owns a phone number (webhooks name businesses by their numbers).
     numbers: TtlCache<String, Option<entities::location::Model>>,
+    /// Which location an email address is (inbound email names businesses by addresses).
+    addresses: TtlCache<String, Option<(i64, i64)>>,
     /// Businesses' own provider accounts, opened.
     provider_credentials: CredentialStore,
     /// Businesses known to exist. They are never deleted, so a hit needs no database read.
@@ -116,6 +118,7 @@ impl AppState {
             provider_credentials: CredentialStore::new(settings.sealer.clone()),
             settings,
             numbers: TtlCache::new(LOOKUP_TTL, LOOKUP_MAX),
+            addresses: TtlCache::new(LOOKUP_TTL, LOOKUP_MAX),
             credentials: Credentials::new(db.clone()),
             streams: crate::streams::Hub::new(db.clone(), wakeup),
             db,
@@ -132,6 +135,17 @@ impl AppState {
         self.numbers
             .get_or_load(number, async {
                 entities::calls::location_by_number(&self.db, number)
+                    .await
+                    .map_err(ApiError::from)
+            })
+            .await
+    }
+
+    /// The (business, location) whose address this is (lower-case), cached for a few seconds.
+    pub async fn location_by_address(&self, address: &str) -> Result<Option<(i64, i64)>, ApiError> {
+        self.addresses
+            .get_or_load(address, async {
+                entities::inbound_email::location_by_address(&self.db, address)
                     .await
                     .map_err(ApiError::from)
             })

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use entities::inbound_email::{InboundEmail, destination};
+use entities::inbound_email::{Destination, InboundEmail, ReceivedEmail, thread_destination};
 use jobs::{Inbound, Job};
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
@@ -42,6 +42,27 @@ pub enum InboundEmailProvider {
 
 pub struct InboundEmailApi {
     pub state: Arc<AppState>,
+}
+
+impl InboundEmailApi {
+    /// Its business and conversation: the thread it continues, else the location it was
+    /// sent to.
+    async fn destination(
+        &self,
+        email: &ReceivedEmail,
+    ) -> Result<Option<(i64, Destination)>, ApiError> {
+        let state = &self.state;
+        if let Some(found) = thread_destination(&state.db, &state.settings.threading, email).await?
+        {
+            return Ok(Some(found));
+        }
+        for to in &email.to {
+            if let Some((business_id, location_id)) = state.location_by_address(to).await? {
+                return Ok(Some((business_id, Destination::Location { location_id })));
+            }
+        }
+        Ok(None)
+    }
 }
 
 fn forbidden(provider: InboundEmailProvider, why: &str) -> ApiError {
@@ -157,10 +178,7 @@ impl InboundEmailApi {
                 read::postmark(&json_body(&body)?, now).map_err(unreadable)?
             }
         };
-        let threading = &self.state.settings.threading;
-        let Some((business_id, destination)) =
-            destination(&self.state.db, threading, &email).await?
-        else {
+        let Some((business_id, destination)) = self.destination(&email).await? else {
             tracing::warn!(
                 ?provider,
                 to = ?email.to,

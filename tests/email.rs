@@ -269,20 +269,7 @@ async fn a_business_with_its_own_email_account_sends_through_it_by_default() {
     let app = app_with_providers(Deployment::Embedded, &base, &[]).await;
     let mut onboarding = common::onboard_body(3, "Harbor Clinic");
     onboarding["providers"] = json!({"email": {"provider": "postmark", "from_email": "front@spa.example", "api_key": "harbor-own-token"}});
-    let resp = app
-        .post("/business/onboard", Some(PLATFORM_KEY), &onboarding)
-        .await;
-    assert_eq!(resp.status(), 202);
-    wait_for("onboarding", Duration::from_secs(20), || async {
-        let v: Value = app
-            .get("/business/3/onboarding-status", Some(PLATFORM_KEY))
-            .await
-            .json()
-            .await
-            .unwrap();
-        (v["status"] == "completed").then_some(())
-    })
-    .await;
+    app.onboard_with(&onboarding).await;
     // Incomplete own accounts are refused at onboarding, naming the field.
     for (email, field) in [
         (

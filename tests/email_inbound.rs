@@ -83,31 +83,6 @@ fn mailgun_form(token: &str, key: &str, fields: &[(&str, &str)]) -> reqwest::mul
     form
 }
 
-/// The status of a 30 MB post, sent as a client would (the server may stop reading at its
-/// limit, which a client library reports as a broken connection rather than the answer).
-async fn oversized(app: &TestApp, path: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = app
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        30 << 20
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    let _ = conn.write_all(&vec![b'a'; 26 << 20]).await;
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut response)).await;
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP response: {text:?}"))
-}
-
 /// POST as a staff session (its bearer token).
 async fn post_as(app: &TestApp, session: &str, path: &str, body: &Value) -> reqwest::Response {
     app.http
@@ -197,7 +172,14 @@ async fn inbound_formats_are_authenticated_and_recorded_once(d: Deployment) {
     assert_eq!(resp.status(), 422);
     // Over 25 MB: 413.
     assert_eq!(
-        oversized(&app, &format!("/email/inbound/sendgrid?token={TOKEN}")).await,
+        common::oversized(
+            &app,
+            &format!("/email/inbound/sendgrid?token={TOKEN}"),
+            "multipart/form-data; boundary=x",
+            30 << 20,
+            26 << 20
+        )
+        .await,
         413
     );
 

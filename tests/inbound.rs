@@ -53,27 +53,7 @@ async fn twilio(app: &TestApp, path: &str, params: &[(&str, &str)]) -> reqwest::
 /// answers with (a server that refuses early closes before the rest could be written, which
 /// an HTTP client library reports as a broken pipe instead of the response).
 async fn oversized(app: &TestApp, path: &str, content_type: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = app
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        10 << 20
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    // The server may stop reading at its limit: a failed write is expected.
-    let _ = conn.write_all(&vec![b'a'; 6 << 20]).await;
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut response)).await;
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP response: {text:?}"))
+    common::oversized(app, path, content_type, 10 << 20, 6 << 20).await
 }
 
 async fn count(app: &TestApp, sql: &str) -> i64 {

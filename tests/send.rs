@@ -923,20 +923,7 @@ async fn a_business_with_its_own_twilio_account_sends_through_it_by_default() {
     body["locations"][0]["phone_number"] = json!("+14155550200");
     body["locations"][1]["phone_number"] = json!("+14155550201");
     body["providers"] = json!({"twilio": {"account_sid": "AC00000000000000000000000000000099", "auth_token": "own-token-0123456789"}});
-    let resp = app
-        .post("/business/onboard", Some(PLATFORM_KEY), &body)
-        .await;
-    assert_eq!(resp.status(), 202);
-    wait_for("business 2", Duration::from_secs(20), || async {
-        let v: Value = app
-            .get("/business/2/onboarding-status", Some(PLATFORM_KEY))
-            .await
-            .json()
-            .await
-            .unwrap();
-        (v["status"] == "completed").then_some(())
-    })
-    .await;
+    app.onboard_with(&body).await;
     let send = |business: i64| {
         let app = &app;
         async move {

@@ -249,15 +249,17 @@ impl TestApp {
 
     /// Onboards a business (locations 10 and 11, staff 789, clients 5 and 6) and waits for it.
     pub async fn onboard(&self, business_id: i64) {
+        self.onboard_with(&onboard_body(business_id, "Serenity Spa"))
+            .await;
+    }
+
+    /// Onboards the business an onboarding body describes, and waits for it.
+    pub async fn onboard_with(&self, body: &Value) {
         let resp = self
-            .post(
-                "/business/onboard",
-                Some(PLATFORM_KEY),
-                &onboard_body(business_id, "Serenity Spa"),
-            )
+            .post("/business/onboard", Some(PLATFORM_KEY), body)
             .await;
         assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
-        let path = format!("/business/{business_id}/onboarding-status");
+        let path = format!("/business/{}/onboarding-status", body["business_id"]);
         wait_for(
             "onboarding to complete",
             Duration::from_secs(20),
@@ -470,6 +472,38 @@ pub fn twilio_sign(token: &str, url: &str, params: &[(&str, &str)]) -> String {
         &base64::engine::general_purpose::STANDARD,
         mac.finalize().into_bytes(),
     )
+}
+
+/// The status omega answers a POST of `declared` bytes (of which `sent` are sent) with,
+/// posted over a raw connection: the server may stop reading at its limit, which a client
+/// library reports as a broken connection rather than the answer.
+pub async fn oversized(
+    app: &TestApp,
+    path: &str,
+    content_type: &str,
+    declared: usize,
+    sent: usize,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n",
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // The server may stop reading at its limit: a failed write is expected.
+    let _ = conn.write_all(&vec![b'a'; sent]).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP response: {text:?}"))
 }
 
 /// Serves a local mock (a provider's API, a webhook receiver) on a free port until the test

@@ -2,7 +2,7 @@
 //! each filter.
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, PaginatorTrait,
-    QueryFilter, QueryOrder,
+    QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -23,11 +23,24 @@ pub struct ConversationFilter {
     pub q: Option<String>,
 }
 
+/// What the list shows of a conversation's last message: not its attachments or metadata,
+/// which an email may make megabytes long.
+#[derive(Clone, Debug, FromQueryResult)]
+pub struct LastMessage {
+    pub id: i64,
+    pub channel: String,
+    pub direction: String,
+    pub status: String,
+    pub body: String,
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// A conversation of the list, with its client and last message.
 pub type ConversationRow = (
     conversation::Model,
     Option<client::Model>,
-    Option<message::Model>,
+    Option<LastMessage>,
 );
 
 /// A page of conversations, newest activity first (ties by id, so paging is stable), with
@@ -97,7 +110,18 @@ pub async fn conversation_page(
         .await?;
     let message_ids: Vec<i64> = rows.iter().filter_map(|c| c.last_message_id).collect();
     let messages = message::Entity::find()
+        .select_only()
+        .columns([
+            message::Column::Id,
+            message::Column::Channel,
+            message::Column::Direction,
+            message::Column::Status,
+            message::Column::Body,
+            message::Column::SentAt,
+            message::Column::CreatedAt,
+        ])
         .filter(message::Column::Id.is_in(message_ids))
+        .into_model::<LastMessage>()
         .all(db)
         .await?;
     let items = rows

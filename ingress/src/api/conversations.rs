@@ -454,7 +454,7 @@ impl ConversationsApi {
 }
 
 /// The first 160 characters of a message; of a client's email, of its new text only.
-fn preview(m: &entities::message::Model) -> String {
+fn preview(m: &list::LastMessage) -> String {
     let body = if m.channel == entities::types::Channel::Email.as_str()
         && m.direction == entities::types::Direction::Inbound.as_str()
     {

@@ -544,3 +544,50 @@ async fn a_conversation_by_email_threads_both_ways(d: Deployment) {
     );
 }
 both_deployments!(email_threads, a_conversation_by_email_threads_both_ways);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_posts_also_need_basic_credentials_when_configured() {
+    let (base, _) = provider_mocks().await;
+    let app = app_with_providers(
+        Deployment::Embedded,
+        &base,
+        &[
+            ("OMEGA_INBOUND_EMAIL_TOKEN", TOKEN),
+            ("OMEGA_INBOUND_EMAIL_USER", "parse"),
+            ("OMEGA_INBOUND_EMAIL_PASSWORD", "parse-password"),
+        ],
+    )
+    .await;
+    let form = || {
+        parse_form(
+            "grace@example.com",
+            "downtown@example.com",
+            "Hello",
+            "Hi there",
+            "Message-ID: <b1@mail.example.com>\n",
+        )
+    };
+    let url = app.url(&format!("/email/inbound/sendgrid?token={TOKEN}"));
+    let resp = app.http.post(&url).multipart(form()).send().await.unwrap();
+    assert_eq!(resp.status(), 403, "the token alone is not enough");
+    let resp = app
+        .http
+        .post(&url)
+        .basic_auth("parse", Some("wrong"))
+        .multipart(form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = app
+        .http
+        .post(&url)
+        .basic_auth("parse", Some("parse-password"))
+        .multipart(form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let conversation = conversation_of(&app, 5, 10).await;
+    emails_in(&app, conversation["id"].as_i64().unwrap(), 1).await;
+}

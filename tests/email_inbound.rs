@@ -83,6 +83,17 @@ fn mailgun_form(token: &str, key: &str, fields: &[(&str, &str)]) -> reqwest::mul
     form
 }
 
+/// Postmark's inbound webhook post, with the Basic password given.
+async fn post_postmark(app: &TestApp, password: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(app.url("/email/inbound/postmark"))
+        .basic_auth("postmark", Some(password))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// POST as a staff session (its bearer token).
 async fn post_as(app: &TestApp, session: &str, path: &str, body: &Value) -> reqwest::Response {
     app.http
@@ -333,23 +344,9 @@ async fn inbound_formats_are_authenticated_and_recorded_once(d: Deployment) {
         "Subject": "Postmark says hi", "TextBody": "Hello from Postmark", "HtmlBody": "<p>Hello from Postmark</p>", "MessageID": "pm-uuid",
         "Headers": [{"Name": "Message-ID", "Value": "<pm-in-1@mail.example.com>"}],
         "Attachments": [{"Name": "note.txt", "Content": "bm90ZQ==", "ContentType": "text/plain", "ContentLength": 4}]});
-    let resp = app
-        .http
-        .post(app.url("/email/inbound/postmark"))
-        .basic_auth("postmark", Some("wrong"))
-        .json(&postmark)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_postmark(&app, "wrong", &postmark).await;
     assert_eq!(resp.status(), 403);
-    let resp = app
-        .http
-        .post(app.url("/email/inbound/postmark"))
-        .basic_auth("postmark", Some("hook-secret"))
-        .json(&postmark)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_postmark(&app, "hook-secret", &postmark).await;
     assert_eq!(resp.status(), 200);
     let emails = emails_in(&app, c, 3).await;
     let subjects: Vec<&str> = emails
@@ -403,28 +400,14 @@ async fn a_conversation_by_email_threads_both_ways(d: Deployment) {
     let reply = json!({"FromFull": {"Email": "grace@example.com", "Name": "Grace"}, "ToFull": [{"Email": reply_to}],
         "Subject": "Re: Your visit", "TextBody": "Could it be Friday?",
         "Headers": [{"Name": "Message-ID", "Value": "<g1@mail.example.com>"}, {"Name": "In-Reply-To", "Value": our_id}]});
-    let resp = app
-        .http
-        .post(app.url("/email/inbound/postmark"))
-        .basic_auth("postmark", Some("hook-secret"))
-        .json(&reply)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_postmark(&app, "hook-secret", &reply).await;
     assert_eq!(resp.status(), 200);
     // A forged reply address names nothing: not recorded there.
     let forged = reply_to.replacen("reply+1.", "reply+2.", 1);
     let mut stray = reply.clone();
     stray["ToFull"] = json!([{"Email": forged}]);
     stray["Headers"] = json!([{"Name": "Message-ID", "Value": "<g-forged@mail.example.com>"}]);
-    let resp = app
-        .http
-        .post(app.url("/email/inbound/postmark"))
-        .basic_auth("postmark", Some("hook-secret"))
-        .json(&stray)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_postmark(&app, "hook-secret", &stray).await;
     assert_eq!(resp.json::<Value>().await.unwrap()["updated"], 0);
     // A reply from another mail program that kept only the headers threads by them.
     let by_headers = parse_form(

@@ -3,12 +3,13 @@
 //! Mailgun's events echo back in `user-variables`.
 use std::time::Instant;
 
-use entities::types::{MessageStatus, Provider};
+use entities::types::Provider;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use super::{
-    Accepted, Clients, EmailOut, SendError, http_error, mime, observe, retry_after, transport,
+    Accepted, Clients, EmailOut, SendError, http_error, mime, observe, queued_email, retry_after,
+    transport,
 };
 
 /// A Mailgun account: its API key, sending domain and region.
@@ -98,14 +99,7 @@ pub async fn mailgun_send(
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status.is_success() {
             // Mailgun's id is the Message-Id it sends with: ours, since we set it.
-            let id = body["id"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| email.message_id.to_owned());
-            return Ok(Accepted {
-                provider_message_id: id,
-                status: MessageStatus::Queued,
-            });
+            return Ok(queued_email(body["id"].as_str(), email));
         }
         let message = body["message"]
             .as_str()

@@ -152,6 +152,15 @@ fn observe(provider: Provider, started: Instant, outcome: &Result<Accepted, Send
         .record(started.elapsed().as_secs_f64());
 }
 
+/// An email the provider accepted, named by the id it answered; without one by omega's
+/// Message-ID (it was accepted all the same: a retry would send it twice).
+fn queued_email(id: Option<&str>, email: &EmailOut<'_>) -> Accepted {
+    Accepted {
+        provider_message_id: id.unwrap_or(email.message_id).to_owned(),
+        status: MessageStatus::Queued,
+    }
+}
+
 fn transport(e: reqwest::Error) -> SendError {
     SendError::Transient {
         message: format!("provider unreachable: {e}"),

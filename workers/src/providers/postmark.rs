@@ -2,11 +2,12 @@
 //! message id rides in `Metadata`, which Postmark's webhooks echo back.
 use std::time::Instant;
 
-use entities::types::{MessageStatus, Provider};
+use entities::types::Provider;
 use serde_json::{Value, json};
 
 use super::{
-    Accepted, Clients, EmailOut, SendError, http_error, mime, observe, retry_after, transport,
+    Accepted, Clients, EmailOut, SendError, http_error, mime, observe, queued_email, retry_after,
+    transport,
 };
 
 /// Postmark's API error codes that a retry can fix: 405 "not allowed to send" (a paused
@@ -73,14 +74,7 @@ pub async fn postmark_send(
         // message (its ErrorCode is 0).
         let code = answer["ErrorCode"].as_i64().unwrap_or(0);
         if status.is_success() {
-            let id = answer["MessageID"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| email.message_id.to_owned());
-            return Ok(Accepted {
-                provider_message_id: id,
-                status: MessageStatus::Queued,
-            });
+            return Ok(queued_email(answer["MessageID"].as_str(), email));
         }
         let message = answer["Message"]
             .as_str()

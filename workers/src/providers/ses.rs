@@ -9,11 +9,12 @@ use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use base64::Engine;
-use entities::types::{MessageStatus, Provider};
+use entities::types::Provider;
 use serde_json::{Value, json};
 
 use super::{
-    Accepted, Clients, EmailOut, SendError, http_error, mime, observe, retry_after, transport,
+    Accepted, Clients, EmailOut, SendError, http_error, mime, observe, queued_email, retry_after,
+    transport,
 };
 
 /// An SES account: region and access key.
@@ -129,17 +130,7 @@ pub async fn ses_send(
             .map(|t| t.split(':').next().unwrap_or(t).to_owned());
         let answer: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_success() {
-            let Some(id) = answer["MessageId"].as_str() else {
-                // Accepted all the same: retrying would send it twice.
-                return Ok(Accepted {
-                    provider_message_id: email.message_id.to_owned(),
-                    status: MessageStatus::Queued,
-                });
-            };
-            return Ok(Accepted {
-                provider_message_id: id.to_owned(),
-                status: MessageStatus::Queued,
-            });
+            return Ok(queued_email(answer["MessageId"].as_str(), email));
         }
         let message = answer["message"]
             .as_str()

@@ -80,9 +80,22 @@ async fn sandbox_sms_life_cycle(d: Deployment) {
         (Some("21211"), Some("21610"))
     );
     assert_eq!(statuses(&m[1]), ["queued", "failed"]);
-    // Permanent failures are not retried: every send job settled once, none dead.
-    let stats = app.queue.stats().await.unwrap();
-    let send = stats.iter().find(|s| s.job_type == "send_sms").unwrap();
+    // Permanent failures are not retried: every send job settled once, none dead. A job is
+    // marked done just after its message settles: wait for the third, with a deadline.
+    let send = wait_for(
+        "the send jobs to be done",
+        Duration::from_secs(10),
+        || async {
+            let stats = app.queue.stats().await.unwrap();
+            let send = stats
+                .iter()
+                .find(|s| s.job_type == "send_sms")
+                .unwrap()
+                .clone();
+            (send.done + send.dead + send.retrying >= 3).then_some(send)
+        },
+    )
+    .await;
     assert_eq!((send.done, send.dead, send.retrying), (3, 0, 0));
 }
 both_deployments!(sandbox_sms, sandbox_sms_life_cycle);

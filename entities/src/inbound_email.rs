@@ -146,16 +146,8 @@ pub async fn receive(db: &sea_orm::DatabaseConnection, inbound: &InboundEmail) -
     let txn = crate::db::begin_write(db).await?;
     let (client_id, location_id) = match inbound.destination {
         Destination::Conversation { conversation_id } => {
-            let Some(c) = conversation::Entity::find()
-                .filter(conversation::Column::BusinessId.eq(business_id))
-                .filter(conversation::Column::Id.eq(conversation_id))
-                .one(&txn)
-                .await?
-            else {
-                return Err(crate::Error::NotFound(format!(
-                    "conversation {conversation_id} of business {business_id}"
-                )));
-            };
+            let c =
+                crate::conversations::conversation_in(&txn, business_id, conversation_id).await?;
             (c.client_id, (c.location_key != 0).then_some(c.location_key))
         }
         Destination::Location { location_id } => {

@@ -81,15 +81,7 @@ pub async fn add_note(
     use crate::types::{Direction, MessageStatus, UserType};
     let txn = crate::db::begin_write(db).await?;
     let c = conversation_in(&txn, business_id, conversation_id).await?;
-    if crate::staff::Entity::find_by_id((business_id, staff_id))
-        .one(&txn)
-        .await?
-        .is_none()
-    {
-        return Err(Error::Invalid(format!(
-            "staff member {staff_id} is not of this business"
-        )));
-    }
+    require_staff(&txn, business_id, staff_id).await?;
     let now = Utc::now();
     let row = message::ActiveModel {
         id: sea_orm::ActiveValue::NotSet,
@@ -147,6 +139,25 @@ pub async fn add_note(
     Ok(inserted)
 }
 
+/// 422 unless the staff member is the business's (who a note, an assignment or a reply
+/// names).
+pub(crate) async fn require_staff(
+    db: &impl sea_orm::ConnectionTrait,
+    business_id: i64,
+    staff_id: i64,
+) -> Result<()> {
+    if crate::staff::Entity::find_by_id((business_id, staff_id))
+        .one(db)
+        .await?
+        .is_none()
+    {
+        return Err(Error::Invalid(format!(
+            "staff member {staff_id} is not of this business"
+        )));
+    }
+    Ok(())
+}
+
 /// Assigns a conversation (or unassigns it with None); recorded as a conversation event.
 pub async fn assign(
     db: &sea_orm::DatabaseConnection,
@@ -157,15 +168,8 @@ pub async fn assign(
 ) -> Result<()> {
     let txn = crate::db::begin_write(db).await?;
     let c = conversation_in(&txn, business_id, conversation_id).await?;
-    if let Some(s) = staff_id
-        && crate::staff::Entity::find_by_id((business_id, s))
-            .one(&txn)
-            .await?
-            .is_none()
-    {
-        return Err(Error::Invalid(format!(
-            "staff member {s} is not of this business"
-        )));
+    if let Some(s) = staff_id {
+        require_staff(&txn, business_id, s).await?;
     }
     conversation::Entity::update_many()
         .col_expr(conversation::Column::AssignedStaffId, Expr::value(staff_id))

@@ -33,29 +33,12 @@ pub async fn compose(
     request_id: &str,
 ) -> Result<SendJob> {
     let conversation = conversation_in(db, business_id, conversation_id).await?;
-    if crate::staff::Entity::find_by_id((business_id, reply.staff_id))
-        .one(db)
-        .await?
-        .is_none()
-    {
-        return Err(Error::Invalid(format!(
-            "staff member {} is not of this business",
-            reply.staff_id
-        )));
-    }
+    crate::inbox::require_staff(db, business_id, reply.staff_id).await?;
     let client = client::Entity::find_by_id((business_id, conversation.client_id))
         .one(db)
         .await?
         .ok_or_else(|| Error::NotFound(format!("client {}", conversation.client_id)))?;
     let location_id = (conversation.location_key != 0).then_some(conversation.location_key);
-    let place = match location_id {
-        Some(l) => {
-            location::Entity::find_by_id((business_id, l))
-                .one(db)
-                .await?
-        }
-        None => None,
-    };
     let (to, from, subject, thread) = match reply.channel {
         Channel::Sms => {
             let to = client
@@ -82,7 +65,15 @@ pub async fn compose(
                     .unwrap_or_else(|| "Re: your message".into()),
             };
             let thread = crate::inbound_email::thread_of(db, business_id, conversation_id).await?;
-            (to, place.and_then(|p| p.email), Some(subject), thread)
+            // From the location's address (the worker falls back to the account's own).
+            let from = match location_id {
+                Some(l) => location::Entity::find_by_id((business_id, l))
+                    .one(db)
+                    .await?
+                    .and_then(|p| p.email),
+                None => None,
+            };
+            (to, from, Some(subject), thread)
         }
         other => {
             return Err(Error::Invalid(format!(

@@ -89,6 +89,28 @@ pub(crate) fn json_body<L: BodyLimit>(body: &RawBody<L>) -> Result<serde_json::V
     serde_json::from_slice(&body.bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))
 }
 
+/// Takes a signed Mailgun token for its one use (`kind` keeps event and inbound tokens
+/// apart): the receipt key to give back if the post is not accepted after all, or None when
+/// the token was used before (a replay within the signature's time window).
+pub(crate) async fn take_mailgun_token(
+    state: &AppState,
+    kind: &str,
+    token: &str,
+) -> Result<Option<String>, ApiError> {
+    let key = format!("{kind}:{token}");
+    let fresh =
+        entities::receipts::record(&state.db, "mailgun", &key, None, serde_json::json!({})).await?;
+    Ok(fresh.then_some(key))
+}
+
+/// Gives a taken token back, so that Mailgun's retry of a post omega could not queue is
+/// accepted.
+pub(crate) async fn give_back_mailgun_token(state: &AppState, key: &str) {
+    if let Err(e) = entities::receipts::forget(&state.db, "mailgun", key).await {
+        tracing::error!(error = %e, "could not give back a Mailgun token");
+    }
+}
+
 pub struct EmailHooksApi {
     pub state: Arc<AppState>,
 }
@@ -190,18 +212,10 @@ impl EmailHooksApi {
                     return Err(Self::forbidden(provider, "signature wrong or stale"));
                 }
                 // A token is used once: a replay within the time window is refused too.
-                let token = format!("token:{}", parsed.token);
-                let fresh = entities::receipts::record(
-                    &self.state.db,
-                    "mailgun",
-                    &token,
-                    None,
-                    serde_json::json!({}),
-                )
-                .await?;
-                if !fresh {
+                let Some(token) = take_mailgun_token(&self.state, "token", parsed.token).await?
+                else {
                     return Err(Self::forbidden(provider, "token seen before"));
-                }
+                };
                 taken_token = Some(token);
                 events::mailgun_reports(parsed.event).map_err(invalid)?
             }
@@ -236,11 +250,8 @@ impl EmailHooksApi {
         let updated = match self.queue(reports, &trace).await {
             Ok(n) => n,
             Err(e) => {
-                if let Some(token) = taken_token
-                    && let Err(forget) =
-                        entities::receipts::forget(&self.state.db, "mailgun", &token).await
-                {
-                    tracing::error!(error = %forget, "could not give back a Mailgun token");
+                if let Some(token) = taken_token {
+                    give_back_mailgun_token(&self.state, &token).await;
                 }
                 return Err(e);
             }

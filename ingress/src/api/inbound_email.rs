@@ -16,7 +16,9 @@ use poem_openapi::{Enum, OpenApi};
 use subtle::ConstantTimeEq;
 
 use super::ApiTags;
-use super::email_hooks::{BodyLimit, RawBody, invalid, json_body};
+use super::email_hooks::{
+    BodyLimit, RawBody, give_back_mailgun_token, invalid, json_body, take_mailgun_token,
+};
 use super::status::UpdateSuccessResponse;
 use crate::RequestId;
 use crate::email_events::{basic_matches, mailgun_verify};
@@ -116,6 +118,8 @@ impl InboundEmailApi {
         let hooks = &self.state.settings.email_webhooks;
         let now = Utc::now();
         let basic = authorization.0.as_deref();
+        // A Mailgun token taken for this post, given back if it cannot be queued.
+        let mut taken_token: Option<String> = None;
         let email = match provider {
             InboundEmailProvider::Sendgrid => {
                 let Some(expected) = &hooks.inbound_token else {
@@ -155,17 +159,11 @@ impl InboundEmailApi {
                 }
                 let email = read::mailgun(&form, now).map_err(unreadable)?;
                 // A token is used once: a replay within the time window is refused.
-                let fresh = entities::receipts::record(
-                    &self.state.db,
-                    "mailgun",
-                    &format!("inbound-token:{tok}"),
-                    None,
-                    serde_json::json!({}),
-                )
-                .await?;
-                if !fresh {
+                let Some(token) = take_mailgun_token(&self.state, "inbound-token", tok).await?
+                else {
                     return Err(forbidden(provider, "token seen before"));
-                }
+                };
+                taken_token = Some(token);
                 email
             }
             InboundEmailProvider::Postmark => {
@@ -196,10 +194,17 @@ impl InboundEmailApi {
             email,
         }));
         let request_id = uuid::Uuid::new_v4().to_string();
-        self.state
+        let queued = self
+            .state
             .producer
             .enqueue(&[job], &request_id, Some(&trace.0.0))
-            .await?;
+            .await;
+        if let Err(e) = queued {
+            if let Some(token) = taken_token {
+                give_back_mailgun_token(&self.state, &token).await;
+            }
+            return Err(e.into());
+        }
         Ok(Json(UpdateSuccessResponse {
             success: true,
             updated: 1,

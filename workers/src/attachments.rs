@@ -29,6 +29,16 @@ pub enum Unavailable {
     Transient(String),
 }
 
+impl Unavailable {
+    /// The same, its reason prefixed with what was unavailable.
+    fn about(self, what: &str) -> Unavailable {
+        match self {
+            Unavailable::Permanent(why) => Unavailable::Permanent(format!("{what}: {why}")),
+            Unavailable::Transient(why) => Unavailable::Transient(format!("{what}: {why}")),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Fetcher {
     http: reqwest::Client,
@@ -69,14 +79,10 @@ impl Fetcher {
                     (bytes, None, None)
                 }
                 (None, Some(url)) => {
-                    let (bytes, kind) = self.fetch(url).await.map_err(|e| match e {
-                        Unavailable::Permanent(why) => {
-                            Unavailable::Permanent(format!("attachment {i} ({url}): {why}"))
-                        }
-                        Unavailable::Transient(why) => {
-                            Unavailable::Transient(format!("attachment {i} ({url}): {why}"))
-                        }
-                    })?;
+                    let (bytes, kind) = self
+                        .fetch(url)
+                        .await
+                        .map_err(|e| e.about(&format!("attachment {i} ({url})")))?;
                     (bytes, kind, name_in_url(url))
                 }
                 // Recorded mail may list an attachment by name alone: nothing to send.

@@ -10,7 +10,7 @@ each run and the median of --runs.
 import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_pipeline import PLATFORM_KEY, bench_env, call, sh, tear_down, wait_http, wrk
+from bench_pipeline import bench_env, onboard_with_worker, sh, tear_down, wait_http, wrk
 
 PARSE_TOKEN = "bench-parse-token"
 BOUNDARY = "----omegabench7MA4YWxkTrZu0gW"
@@ -88,13 +88,7 @@ def main():
                        "locations": [{"id": 1, "name": "Front", "email": "front@bench.example"}],
                        "staff": [], "clients": [{"id": 1, "email": "grace@example.com", "client_type": "client",
                                                  "location_id": 1, "sms_opt_in": True, "email_opt_in": True}]}
-            call(f"{base}/business/onboard", PLATFORM_KEY, onboard)
-            w = subprocess.Popen([binary, "worker"], env=env)
-            for _ in range(600):
-                if call(f"{base}/business/1/onboarding-status", PLATFORM_KEY, method="GET")["status"] == "completed":
-                    break
-                time.sleep(0.1)
-            w.terminate(); w.wait()
+            onboard_with_worker(binary, env, base, onboard)
             wait_listen(ceiling_port)
             c_line, _ = wrk(lua(body), f"http://127.0.0.1:{ceiling_port}/form", args.connections, args.duration, ceiling.pid)
             line, peak = wrk(lua(body), f"{base}/email/inbound/sendgrid?token={PARSE_TOKEN}", args.connections, args.duration, ingress.pid)

@@ -90,15 +90,19 @@ def onboard_bench_business(binary, env, base, platform=PLATFORM_KEY, clients=100
                "locations": [{"id": 1, "name": "Main", "phone_number": "+14155550100"}],
                "staff": [], "clients": [{"id": c, "phone": f"+1415{2000000 + c:07d}", "client_type": "client",
                                          "location_id": 1, "sms_opt_in": True, "email_opt_in": True} for c in range(1, clients + 1)]}
+    onboard_with_worker(binary, env, base, onboard, platform)
+    return sh(f"{binary} keys create --business 1 --name bench", env=env).strip()
+
+def onboard_with_worker(binary, env, base, onboard, platform=PLATFORM_KEY):
+    """Onboards a business; onboarding needs a worker, so one runs until it is done."""
     call(f"{base}/business/onboard", platform, onboard)
-    # Onboarding needs a worker; run one briefly.
     w = subprocess.Popen([binary, "worker"], env=env)
+    path = f"{base}/business/{onboard['business_id']}/onboarding-status"
     for _ in range(600):
-        if call(f"{base}/business/1/onboarding-status", platform, method="GET")["status"] == "completed":
+        if call(path, platform, method="GET")["status"] == "completed":
             break
         time.sleep(0.1)
     w.terminate(); w.wait()
-    return sh(f"{binary} keys create --business 1 --name bench", env=env).strip()
 
 def tear_down(procs, db, prefix):
     """Stops the processes and drops the run's database and Redis keys."""

@@ -291,7 +291,10 @@ fn in_order(
     after: Option<EventId>,
 ) -> sea_orm::Select<event::Entity> {
     if let Some(after) = after {
-        query = query.filter(
+        // `txid >= …` alone is what bounds an index scan from below: without it the planners
+        // read the (txid, seq) index from its start and filter, every poll reading the whole
+        // log before its tail.
+        query = query.filter(event::Column::Txid.gte(after.txid)).filter(
             Condition::any()
                 .add(event::Column::Txid.gt(after.txid))
                 .add(

@@ -54,6 +54,33 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTra
         .await?)
 }
 
+/// Locks rows of `table` by id in id order (Postgres; SQLite has one writer at a time), before
+/// a batch updates them: an UPDATE of many rows takes its locks in whatever order its plan
+/// meets them, so two batches sharing rows could each hold one the other waits for. Taken in
+/// one order, they queue instead of deadlocking.
+pub async fn lock_in_order(
+    txn: &impl ConnectionTrait,
+    table: &str,
+    ids: impl IntoIterator<Item = i64>,
+) -> Result<()> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let mut ids: Vec<i64> = ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        format!("SELECT 1 FROM {table} WHERE id = ANY($1) ORDER BY id FOR UPDATE"),
+        [ids.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// For a transaction whose statements all look rows up by key: on Postgres, tells the
 /// planner to probe indexes rather than scan. Statistics lag behind a table that grows fast
 /// (they may say "a few rows" of a table that holds a million), and a scan chosen on them

@@ -171,6 +171,7 @@ async fn settle_in(
                 })
             })
             .collect();
+        crate::db::lock_in_order(db, "messages", settlements.iter().map(|s| s.message_id)).await?;
         db.execute_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Postgres,
             "UPDATE messages m SET

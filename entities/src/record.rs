@@ -169,10 +169,17 @@ pub async fn record_in(
         .collect();
     let conversations = conversations_of(db, &wanted, &keys, slots, at_of).await?;
 
-    let rows: Vec<message::ActiveModel> = slots
+    // Inserted in the order of their request slots, so that two batches holding the same
+    // slots (a job delivered twice) wait for each other on the unique index instead of
+    // each holding a slot the other needs.
+    let mut order: Vec<usize> = (0..slots.len()).collect();
+    order.sort_by_key(|&i| (slots[i].batch.request_id.as_str(), slots[i].index));
+    let rows: Vec<message::ActiveModel> = order
         .iter()
-        .zip(&keys)
-        .map(|(s, k)| message_row(s, conversations[k], location_of(s), at_of(s), now))
+        .map(|&i| {
+            let s = &slots[i];
+            message_row(s, conversations[&keys[i]], location_of(s), at_of(s), now)
+        })
         .collect();
     // Where each request slot stands in the batch (its first place, if it is there twice).
     let mut position: HashMap<(&str, i32), usize> = HashMap::with_capacity(slots.len());

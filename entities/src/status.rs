@@ -115,7 +115,7 @@ async fn apply_in(
         .zip(reports)
         .map(|(m, r)| m.as_ref().map(|m| format!("{}:{}", m.id, r.dedupe_key)))
         .collect();
-    let events: Vec<message_event::ActiveModel> = (0..reports.len())
+    let mut events: Vec<(&str, message_event::ActiveModel)> = (0..reports.len())
         .filter_map(|i| {
             let (m, r) = (found[i].as_ref()?, reports[i]);
             let current = m.status.parse().unwrap_or(MessageStatus::Queued);
@@ -128,9 +128,13 @@ async fn apply_in(
                 now,
             );
             event.dedupe_key = Set(keys[i].clone());
-            Some(event)
+            Some((keys[i].as_deref()?, event))
         })
         .collect();
+    // In the order of their keys, so batches sharing a report (a job delivered twice) wait
+    // for each other on the unique index instead of deadlocking.
+    events.sort_by(|a, b| a.0.cmp(b.0));
+    let events: Vec<message_event::ActiveModel> = events.into_iter().map(|(_, e)| e).collect();
     let mut fresh: HashSet<String> = HashSet::new();
     for chunk in events.chunks(crate::db::INSERT_CHUNK) {
         if let TryInsertResult::Inserted(rows) = message_event::Entity::insert_many(chunk.to_vec())
@@ -280,6 +284,7 @@ async fn advance(
             })
         })
         .collect();
+    crate::db::lock_in_order(db, "messages", advances.keys().copied()).await?;
     let sql = format!(
         "UPDATE messages m SET
             status = v.status,

@@ -145,13 +145,7 @@ pub async fn touch_conversations(db: &impl ConnectionTrait, touches: &[Touch]) -
             serde_json::json!({"id": id, "message_id": message_id, "at": at, "channels": channels, "unread": unread})
         })
         .collect();
-    let ids: Vec<i64> = merged.keys().copied().collect();
-    db.execute_raw(sea_orm::Statement::from_sql_and_values(
-        sea_orm::DbBackend::Postgres,
-        "SELECT id FROM conversations WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint) ORDER BY id FOR UPDATE",
-        [serde_json::json!(ids).into()],
-    ))
-    .await?;
+    crate::db::lock_in_order(db, "conversations", merged.keys().copied()).await?;
     // Every SET reads the row as it was, so the CASEs agree with each other.
     db.execute_raw(sea_orm::Statement::from_sql_and_values(
         sea_orm::DbBackend::Postgres,

@@ -45,14 +45,14 @@ async fn with_request_id<E: Endpoint>(next: E, mut req: Request) -> poem::Result
     let method = req.method().to_string();
     let started = std::time::Instant::now();
     routes::REQUEST_PATH
-        .scope(path, async move {
+        .scope(routes::CurrentPath::new(path), async move {
             let mut resp = match next.call(req).await {
                 Ok(r) => r.into_response(),
                 Err(e) => error::render_error(e).await,
             };
             let route = routes::current_template();
             let status = resp.status().as_u16();
-            metrics::counter!("omega_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
+            metrics::counter!("omega_http_requests_total", "route" => route, "method" => method.clone(), "status" => status.to_string())
                 .increment(1);
             metrics::histogram!("omega_http_request_duration_seconds", "route" => route, "method" => method)
                 .record(started.elapsed().as_secs_f64());

@@ -88,19 +88,23 @@ impl Default for RateLimits {
     }
 }
 
-/// The GCRA step on Redis's clock: KEYS[1] holds the bucket's theoretical arrival time (µs);
-/// ARGV = interval µs, tolerance µs. Returns 0 when allowed, else the µs to wait.
+/// The GCRA step on Redis's clock, for up to ARGV[3] requests at once: KEYS[1] holds the
+/// bucket's theoretical arrival time (µs); ARGV = interval µs, tolerance µs, wanted. Returns
+/// how many were granted (at least 1), or minus the µs to wait for one.
 const TAKE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local wait = tat + interval - tolerance - now
-if wait > 0 then return wait end
-redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil((tat + interval - now) / 1000) + 1000)
-return 0
+local room = math.floor((now + tolerance - tat) / interval)
+if room < 1 then return -(tat + interval - tolerance - now) end
+local granted = math.min(wanted, room)
+tat = tat + granted * interval
+redis.call('SET', KEYS[1], tat, 'PX', math.ceil((tat - now) / 1000) + 1000)
+return granted
 ";
 
 /// How long a Redis bucket check may take before the request goes on unlimited: a limit is
@@ -108,14 +112,37 @@ return 0
 const REDIS_WAIT: Duration = Duration::from_millis(250);
 /// In-process buckets kept before idle ones are forgotten.
 const LOCAL_MAX: usize = 100_000;
+/// How long requests taken from Redis ahead of need stay usable in this process.
+const LEASE_LIFE: Duration = Duration::from_millis(100);
+/// The most requests taken from Redis at once.
+const LEASE_MAX: u32 = 100;
+
+/// Requests this process took from a Redis bucket ahead of need, usable until `until`.
+pub struct Lease {
+    left: u32,
+    until: Instant,
+}
 
 pub enum RateLimiter {
     Local(Mutex<HashMap<String, Instant>>),
+    /// Buckets in Redis. A process takes up to a twentieth of a second's allowance at once
+    /// (at most a quarter of the burst, and [`LEASE_MAX`]) and spends it locally for
+    /// [`LEASE_LIFE`], so a busy caller costs a Redis call per lease rather than per request;
+    /// a lease unspent when it lapses is lost, so no process can run ahead of the limit.
     Redis {
         conn: ConnectionManager,
         prefix: String,
         script: Script,
+        leases: Mutex<HashMap<String, Lease>>,
     },
+}
+
+impl Rate {
+    /// Requests taken from Redis at once for this rate.
+    fn lease_size(self) -> u32 {
+        let twentieth = (self.per_second / 20.0).floor() as u32;
+        twentieth.min(self.burst / 4).clamp(1, LEASE_MAX)
+    }
 }
 
 impl RateLimiter {
@@ -130,6 +157,7 @@ impl RateLimiter {
             conn,
             prefix: prefix.to_owned(),
             script: Script::new(TAKE),
+            leases: Mutex::new(HashMap::new()),
         })
     }
 
@@ -158,18 +186,29 @@ impl RateLimiter {
                 conn,
                 prefix,
                 script,
+                leases,
             } => {
+                if spend_leased(leases, bucket) {
+                    return Ok(());
+                }
+                let wanted = rate.lease_size();
                 let call = async {
                     script
                         .key(format!("{prefix}:rate:{bucket}"))
                         .arg(interval)
                         .arg(tolerance)
+                        .arg(wanted)
                         .invoke_async::<i64>(&mut conn.clone())
                         .await
                 };
                 match tokio::time::timeout(REDIS_WAIT, call).await {
-                    Ok(Ok(0)) => Ok(()),
-                    Ok(Ok(wait_us)) => Err(Duration::from_micros(wait_us.max(1) as u64)),
+                    Ok(Ok(granted)) if granted >= 1 => {
+                        if granted > 1 {
+                            lease(leases, bucket, granted as u32 - 1);
+                        }
+                        Ok(())
+                    }
+                    Ok(Ok(wait_us)) => Err(Duration::from_micros(wait_us.unsigned_abs().max(1))),
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "rate limit check failed; not limiting");
                         Ok(())
@@ -180,6 +219,35 @@ impl RateLimiter {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Spends one request of this process's lease on `bucket`, if it holds a live one.
+fn spend_leased(leases: &Mutex<HashMap<String, Lease>>, bucket: &str) -> bool {
+    let mut leases = leases.lock().expect("rate leases poisoned");
+    match leases.get_mut(bucket) {
+        Some(l) if l.left > 0 && l.until > Instant::now() => {
+            l.left -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Keeps `extra` requests taken from Redis for the next [`LEASE_LIFE`].
+fn lease(leases: &Mutex<HashMap<String, Lease>>, bucket: &str, extra: u32) {
+    let now = Instant::now();
+    let mut leases = leases.lock().expect("rate leases poisoned");
+    if leases.len() >= LOCAL_MAX {
+        leases.retain(|_, l| l.until > now);
+    }
+    let until = now + LEASE_LIFE;
+    match leases.get_mut(bucket) {
+        // Another request's lease, still live: the two add up.
+        Some(l) if l.until > now => l.left += extra,
+        _ => {
+            leases.insert(bucket.to_owned(), Lease { left: extra, until });
         }
     }
 }
@@ -226,5 +294,27 @@ mod tests {
         );
         // Another bucket is not affected.
         assert!(limiter.take("other", rate).await.is_ok());
+    }
+
+    #[test]
+    fn a_lease_is_a_twentieth_of_a_second_within_a_quarter_of_the_burst() {
+        let rate = |per_second, burst| Rate { per_second, burst };
+        assert_eq!(rate(1.0, 3).lease_size(), 1);
+        assert_eq!(rate(50.0, 100).lease_size(), 2);
+        assert_eq!(rate(1000.0, 8).lease_size(), 2);
+        assert_eq!(rate(10_000_000.0, 20_000_000).lease_size(), LEASE_MAX);
+    }
+
+    #[test]
+    fn leased_requests_are_spent_once_and_lapse() {
+        let leases = Mutex::new(HashMap::new());
+        assert!(!spend_leased(&leases, "b"));
+        lease(&leases, "b", 2);
+        assert!(spend_leased(&leases, "b"));
+        assert!(spend_leased(&leases, "b"));
+        assert!(!spend_leased(&leases, "b"));
+        lease(&leases, "b", 1);
+        leases.lock().unwrap().get_mut("b").unwrap().until = Instant::now();
+        assert!(!spend_leased(&leases, "b"), "a lapsed lease is not spent");
     }
 }

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ pub struct QueueSource {
     job_type: JobType,
     consumer: String,
     batch: usize,
+    /// Deliveries handed to the worker and not yet settled (shared with the settle layer).
+    running: Arc<AtomicUsize>,
     policy: RetryPolicy,
     buffer: VecDeque<Delivery>,
     fetching: Option<BoxFuture<'static, Result<Vec<Delivery>, QueueError>>>,
@@ -56,6 +59,7 @@ impl QueueSource {
             job_type,
             consumer,
             batch: batch.max(1),
+            running: Arc::new(AtomicUsize::new(0)),
             policy,
             buffer: VecDeque::new(),
             fetching: None,
@@ -65,11 +69,19 @@ impl QueueSource {
     }
 
     fn start_fetch(&mut self) {
+        // Only as many as can start now (the worker asks for a job when it has room for
+        // one): a job fetched but waiting in the buffer has no lease kept alive, and one
+        // that waits past the visibility timeout is taken over by another worker and run
+        // twice.
+        let room = self
+            .batch
+            .saturating_sub(self.running.load(Ordering::Relaxed))
+            .max(1);
         let (queue, t, consumer, batch, policy) = (
             self.queue.clone(),
             self.job_type,
             self.consumer.clone(),
-            self.batch,
+            room,
             self.policy,
         );
         self.fetching = Some(Box::pin(async move {
@@ -114,6 +126,7 @@ impl Backend for QueueSource {
     ) -> Poll<Option<Result<JobTask, QueueError>>> {
         loop {
             if let Some(d) = self.buffer.pop_front() {
+                self.running.fetch_add(1, Ordering::Relaxed);
                 return Poll::Ready(Some(Ok(Task::new(Arc::new(d)))));
             }
             if let Some(pause) = self.backoff.as_mut() {
@@ -187,6 +200,7 @@ impl BackendConfig for QueueSource {
             queue: self.queue.clone(),
             policy: self.policy,
             consumer: self.consumer.clone().into(),
+            running: self.running.clone(),
         }
     }
 }
@@ -198,6 +212,16 @@ pub struct SettleLayer {
     queue: Arc<dyn JobQueue>,
     policy: RetryPolicy,
     consumer: Arc<str>,
+    running: Arc<AtomicUsize>,
+}
+
+/// Counts a delivery as running until dropped (settled, or its future dropped).
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<S> Layer<S> for SettleLayer {
@@ -263,8 +287,11 @@ where
             queue,
             policy,
             consumer,
+            running,
         } = self.layer.clone();
+        let running = Running(running);
         Box::pin(async move {
+            let _running = running;
             let started = std::time::Instant::now();
             let lease = async {
                 let mut every = tokio::time::interval(queue.visibility_timeout() / 3);

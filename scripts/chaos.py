@@ -3,18 +3,22 @@
 Postgres + Redis, with a local Twilio-shaped sink as the provider. A worker is killed with
 SIGKILL at random moments three times (and restarted). Then it checks that every accepted
 message is recorded exactly once, every job is acked or dead, and that the sink got every
-message at least once, reporting duplicate sends (the documented window: a crash between the
-provider accepting and the commit)."""
+message at least once, and that no more than --max-duplicates (20) were sent twice: only
+provider calls in flight when a worker died may repeat (`workers/src/send.rs`)."""
 import argparse, collections, http.server, json, os, random, signal, subprocess, sys, threading, time, urllib.parse, urllib.request, uuid
 
 sends = collections.Counter()
 lock = threading.Lock()
 
 class Sink(http.server.BaseHTTPRequestHandler):
+    # Like a provider's API: connections kept alive, answers at once.
+    protocol_version = "HTTP/1.1"
+
     def do_POST(self):
         form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        text = form["Body"][0]
         with lock:
-            sends[form["Body"][0]] += 1
+            sends[text] += 1
         body = json.dumps({"sid": "SM" + uuid.uuid4().hex, "status": "queued"}).encode()
         self.send_response(201)
         self.send_header("Content-Type", "application/json")
@@ -24,6 +28,15 @@ class Sink(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+class Server(http.server.ThreadingHTTPServer):
+    # The default backlog of 5 drops connections under a worker's hundreds of concurrent
+    # sends, and the retransmitted SYNs keep calls in flight for seconds.
+    request_queue_size = 1024
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # a killed worker's connections break mid-answer
 
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, **kw).stdout.strip()
@@ -38,9 +51,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--kills", type=int, default=3)
+    # Only provider calls in flight at a kill may repeat: at most OMEGA_WORKER_PROVIDER_CALLS
+    # (6) per kill.
+    ap.add_argument("--max-duplicates", type=int, default=20)
     args = ap.parse_args()
     binary = os.path.abspath("target/release/omega")
-    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    sink = Server(("127.0.0.1", 0), Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     db, prefix, key = f"omega_chaos_{os.getpid()}", f"chaos-{os.getpid()}", "omk_chaosplatformkey00000000000"
     sh(f"psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE {db}'")
@@ -98,8 +114,10 @@ def main():
         duplicates = sum(c - 1 for c in sends.values() if c > 1)
         print(f"recorded rows {rows} (distinct {distinct}) for {accepted} accepted; unsent {unsent}")
         print(f"jobs still open {open_jobs}, dead {dead}")
-        print(f"provider sends {sum(sends.values())}: every message at least once: {delivered_once == accepted}; duplicate sends {duplicates}")
-        ok = rows == accepted == distinct and unsent == 0 and open_jobs == 0 and delivered_once == accepted
+        print(f"provider sends {sum(sends.values())}: every message at least once: {delivered_once == accepted}; duplicate sends {duplicates}"
+              f" (at most {args.max_duplicates})")
+        ok = (rows == accepted == distinct and unsent == 0 and open_jobs == 0 and delivered_once == accepted
+              and duplicates <= args.max_duplicates)
         print("PASS" if ok else "FAIL")
         sys.exit(0 if ok else 1)
     finally:

@@ -17,6 +17,7 @@
 //! | `OMEGA_LOG_FORMAT` | `text` or `json` | `text` |
 //! | `OMEGA_WORKER_CONCURRENCY` | jobs of one type run at once per worker process | `16` |
 //! | `OMEGA_WORKER_BATCH` | the most send or status jobs that share one transaction (group commit); so many of them run at once per process, which also bounds the sends a killed worker may repeat: larger batches give a little more throughput and more re-sends after a crash (BENCHMARKS.md, crash test) | `512` |
+//! | `OMEGA_WORKER_PROVIDER_CALLS` | provider calls (Twilio, SendGrid, …) in flight at once per worker process. A killed worker cannot know which of its calls in flight were accepted, and their jobs send again: this bounds those repeats (BENCHMARKS.md, crash test), and throughput to a provider answering in L seconds to this many / L a second per process (6 / 0.15 s = 40 messages a second to Twilio; raise it with more worker processes or a higher setting where throughput to a slow provider matters more than a few repeats per crash) | `6` |
 //! | `OMEGA_JOB_MAX_ATTEMPTS` | attempts before a job goes dead | `8` |
 //! | `OMEGA_JOB_BACKOFF_BASE_MS` | first retry delay (doubles each attempt, with jitter) | `1000` |
 //! | `OMEGA_JOB_BACKOFF_MAX_MS` | longest retry delay | `300000` |
@@ -90,6 +91,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub worker_concurrency: usize,
     pub worker_batch: usize,
+    pub worker_provider_calls: usize,
     pub job_max_attempts: u32,
     pub job_backoff_base: Duration,
     pub job_backoff_max: Duration,
@@ -252,6 +254,11 @@ impl Config {
                 16,
             )?,
             worker_batch: parse("OMEGA_WORKER_BATCH", var("OMEGA_WORKER_BATCH"), 512)?,
+            worker_provider_calls: parse(
+                "OMEGA_WORKER_PROVIDER_CALLS",
+                var("OMEGA_WORKER_PROVIDER_CALLS"),
+                6,
+            )?,
             job_max_attempts: parse("OMEGA_JOB_MAX_ATTEMPTS", var("OMEGA_JOB_MAX_ATTEMPTS"), 8)?,
             job_backoff_base: Duration::from_millis(parse(
                 "OMEGA_JOB_BACKOFF_BASE_MS",
@@ -486,6 +493,9 @@ impl Config {
         }
         if self.worker_batch == 0 || self.worker_batch > 4096 {
             bail!("OMEGA_WORKER_BATCH must be between 1 and 4096");
+        }
+        if self.worker_provider_calls == 0 || self.worker_provider_calls > 4096 {
+            bail!("OMEGA_WORKER_PROVIDER_CALLS must be between 1 and 4096");
         }
         for (name, url) in [
             ("OMEGA_TWILIO_API_BASE", Some(&self.twilio_api_base)),

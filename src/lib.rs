@@ -305,6 +305,7 @@ pub async fn start(mut config: Config, role: Role) -> anyhow::Result<Running> {
             },
             concurrency: config.worker_concurrency,
             batch: config.worker_batch,
+            provider_calls: config.worker_provider_calls,
             policy: RetryPolicy {
                 max_attempts: config.job_max_attempts,
                 base: config.job_backoff_base,

@@ -439,3 +439,33 @@ both_deployments!(
     undecodable_payload,
     undecodable_payloads_go_dead_and_the_worker_goes_on
 );
+
+/// Notes (what a send's provider accepted, kept until its batch records it) are kept, read,
+/// forgotten, and swept when left behind, on both backends.
+async fn notes_are_kept_until_forgotten(d: Deployment) {
+    let (_sandbox, queue) = open(d).await;
+    assert_eq!(queue.noted("sent:1").await.unwrap(), None);
+    queue.note("sent:1", "first").await.unwrap();
+    queue.note("sent:1", "again").await.unwrap();
+    queue.note("sent:2", "second").await.unwrap();
+    assert_eq!(
+        queue.noted("sent:1").await.unwrap().as_deref(),
+        Some("again")
+    );
+    queue
+        .forget_notes(&["sent:1".into(), "sent:3".into()])
+        .await
+        .unwrap();
+    assert_eq!(queue.noted("sent:1").await.unwrap(), None);
+    assert_eq!(
+        queue.noted("sent:2").await.unwrap().as_deref(),
+        Some("second")
+    );
+    if d == Deployment::Embedded {
+        // The table's notes go with the dead jobs' sweep (Redis's expire by themselves).
+        let later = chrono::Utc::now().timestamp_millis() + 1;
+        queue.sweep_dead(later).await.unwrap();
+        assert_eq!(queue.noted("sent:2").await.unwrap(), None);
+    }
+}
+both_deployments!(notes, notes_are_kept_until_forgotten);

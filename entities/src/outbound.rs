@@ -66,7 +66,7 @@ pub fn refusal(c: &client::Model, channel: Channel) -> Option<String> {
 }
 
 /// What became of one dispatch: the provider's answer or why the message failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settlement {
     pub message_id: i64,
     pub provider: Provider,

@@ -154,6 +154,18 @@ pub trait JobQueue: Send + Sync + 'static {
 
     async fn ping(&self) -> Result<(), QueueError>;
 
+    /// Keeps `value` under `key` until forgotten: something a job did outside the queue and
+    /// the database (a provider accepting a message), noted the moment it is known, so that a
+    /// re-delivery after its worker died can tell before the batch recording it commits.
+    /// Notes left behind by a crash are swept with the dead jobs of the same age.
+    async fn note(&self, key: &str, value: &str) -> Result<(), QueueError>;
+
+    /// The note under `key`, if there is one.
+    async fn noted(&self, key: &str) -> Result<Option<String>, QueueError>;
+
+    /// Forgets the notes under `keys` (what they said is recorded elsewhere now).
+    async fn forget_notes(&self, keys: &[String]) -> Result<(), QueueError>;
+
     /// How long a delivery stays invisible to other consumers before it is taken over.
     fn visibility_timeout(&self) -> Duration;
 }

@@ -471,10 +471,49 @@ impl JobQueue for SqlQueue {
 
     async fn sweep_dead(&self, before_ms: i64) -> Result<u64, QueueError> {
         self.exec(
+            "DELETE FROM omega_job_notes WHERE created_at < ?",
+            vec![before_ms.into()],
+        )
+        .await?;
+        self.exec(
             "DELETE FROM omega_jobs WHERE state = 'dead' AND last_failed_at < ?",
             vec![before_ms.into()],
         )
         .await
+    }
+
+    async fn note(&self, key: &str, value: &str) -> Result<(), QueueError> {
+        self.exec(
+            "INSERT INTO omega_job_notes (key, value, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            vec![key.into(), value.into(), now_ms().into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn noted(&self, key: &str) -> Result<Option<String>, QueueError> {
+        let row = self
+            .db
+            .query_one_raw(self.stmt(
+                "SELECT value FROM omega_job_notes WHERE key = ?",
+                vec![key.into()],
+            ))
+            .await?;
+        Ok(row.map(|r| r.try_get("", "value")).transpose()?)
+    }
+
+    async fn forget_notes(&self, keys: &[String]) -> Result<(), QueueError> {
+        for chunk in keys.chunks(ID_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let values = chunk.iter().map(|k| k.as_str().into()).collect();
+            self.exec(
+                &format!("DELETE FROM omega_job_notes WHERE key IN ({marks})"),
+                values,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

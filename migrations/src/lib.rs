@@ -18,6 +18,7 @@ mod m0014_message_scheduled_at;
 mod m0015_messaging_settings;
 mod m0016_event_log;
 mod m0017_webhooks;
+mod m0018_job_notes;
 
 /// Creates an entity's table and its indexes as the entity stands, unless they exist: the
 /// body of a migration that adds a table.
@@ -65,6 +66,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0015_messaging_settings::Migration),
             Box::new(m0016_event_log::Migration),
             Box::new(m0017_webhooks::Migration),
+            Box::new(m0018_job_notes::Migration),
         ]
     }
 }

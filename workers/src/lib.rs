@@ -44,6 +44,8 @@ pub struct Ctx {
     webhooks: webhooks::Deliverer,
     /// Fetches email attachments given by URL.
     attachments: attachments::Fetcher,
+    /// Permits for provider calls in flight ([`WorkerOptions::provider_calls`]).
+    provider_calls: tokio::sync::Semaphore,
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +56,8 @@ pub struct WorkerOptions {
     pub concurrency: usize,
     /// The most send or status jobs that share one transaction; so many of those run at once.
     pub batch: usize,
+    /// Provider calls in flight at once in this process (see `send.rs`).
+    pub provider_calls: usize,
     pub policy: RetryPolicy,
     /// A job running longer than this fails (and is retried).
     pub job_timeout: Duration,
@@ -93,6 +97,7 @@ pub async fn run(
         producer,
         webhooks,
         attachments: attachments::Fetcher::new(opts.webhooks.urls),
+        provider_calls: tokio::sync::Semaphore::new(opts.provider_calls.max(1)),
     });
     // Consumer names are unique per process so a restarted process never inherits a dead
     // one's deliveries silently; those are taken over after the visibility timeout.

@@ -1,10 +1,19 @@
 //! The SendSms / SendEmail handler: record (queued), check consent, dispatch, record the result.
 //!
-//! No double send: a message that already has a provider id, or is past `queued`, is not
-//! dispatched again. The one remaining window is a crash between the provider accepting the
-//! message and the settle batch holding its answer committing: the re-run sends it again.
-//! The window is the provider call plus at most two settle batches (the one under way and the
-//! one it waits in): milliseconds when idle, up to a few hundred under full load.
+//! No double send. A message that already has a provider id, or is past `queued`, is not
+//! dispatched again. The provider's answer is recorded in the settle batch (group-committed
+//! with other sends), which may commit a few hundred milliseconds later under load; a worker
+//! killed in between would leave the job to be delivered again and sent twice. So the
+//! answer is also noted in the queue the moment it arrives (one small write,
+//! [`jobs::JobQueue::note`], forgotten once the batch committed), and a re-delivered job
+//! that finds its message's note records that answer instead of sending. (Marking messages
+//! "dispatching" before the call instead would not tell a call that never reached the
+//! provider from one it accepted, and providers have no idempotency key for messages to ask
+//! about it.) What remains is the call itself: a worker killed while a provider call is in
+//! flight, or between the answer and its note, cannot know whether it was accepted, and the
+//! re-run sends again. Those calls are bounded by `OMEGA_WORKER_PROVIDER_CALLS` per process
+//! (permits held only for the call), where hundreds of the batch's sends would otherwise
+//! wait on the provider at once.
 use std::sync::Arc;
 
 use entities::outbound::{self, SendJob, Settlement};
@@ -75,6 +84,15 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
         tracing::info!(message_id = msg.id, status = %msg.status, "already dispatched; not sending again");
         return Ok(());
     }
+    if attempt > 1
+        && let Some(settlement) = sent_before(ctx, msg.id).await
+    {
+        tracing::info!(
+            message_id = msg.id,
+            "accepted by the provider before a crash; recording it, not sending again"
+        );
+        return ctx.batches.settle.submit(settlement).await;
+    }
     let channel = job.batch.channel;
     let provider = match ctx
         .providers
@@ -115,7 +133,10 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
                 media_urls: &job.media_urls,
                 status_callback: &format!("{}/twilio/sms/status", ctx.providers.public_url),
             };
-            let result = provider.send_sms(&ctx.providers.clients, &sms).await;
+            let result = {
+                let _permit = ctx.provider_calls.acquire().await.map_err(stopped)?;
+                provider.send_sms(&ctx.providers.clients, &sms).await
+            };
             (from, result)
         }
         _ => {
@@ -159,23 +180,20 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
                 files: &files,
                 unsubscribe_url: unsubscribe_url.as_deref(),
             };
-            let result = provider.send_email(&ctx.providers.clients, &email).await;
+            let result = {
+                let _permit = ctx.provider_calls.acquire().await.map_err(stopped)?;
+                provider.send_email(&ctx.providers.clients, &email).await
+            };
             (from, result)
         }
     };
     match result {
         Ok((accepted, follow_up)) => {
             let pid = accepted.provider_message_id.clone();
-            ctx.batches
-                .settle
-                .submit(Settlement::sent(
-                    msg.id,
-                    provider.kind(),
-                    pid.clone(),
-                    accepted.status,
-                    &from,
-                ))
-                .await?;
+            let settlement =
+                Settlement::sent(msg.id, provider.kind(), pid.clone(), accepted.status, &from);
+            note_sent(ctx, &settlement).await;
+            ctx.batches.settle.submit(settlement).await?;
             if let Some((status, code, reason)) = follow_up {
                 // The sandbox reports delivery the way a provider callback would.
                 let report = StatusReport {
@@ -205,6 +223,45 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
             message: error,
             retry_after,
         }) => retry_or_fail(ctx, msg.id, provider.kind(), attempt, error, retry_after).await,
+    }
+}
+
+fn stopped(_: tokio::sync::AcquireError) -> JobError {
+    JobError::Transient("the worker is stopping".into())
+}
+
+/// The queue's key for the note of a message the provider accepted.
+pub(crate) fn sent_note(message_id: i64) -> String {
+    format!("sent:{message_id}")
+}
+
+/// Notes the provider's acceptance at once, before its settle batch commits (see the module
+/// doc). A note that cannot be written is logged, not fatal: the message was sent, and its
+/// settlement is still recorded by the batch.
+async fn note_sent(ctx: &Ctx, settlement: &Settlement) {
+    let written = match serde_json::to_string(settlement) {
+        Ok(value) => ctx
+            .producer
+            .queue()
+            .note(&sent_note(settlement.message_id), &value)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(error) = written {
+        tracing::warn!(message_id = settlement.message_id, %error, "could not note a provider's acceptance");
+    }
+}
+
+/// The provider's acceptance of this message, if an earlier delivery of its job noted it and
+/// died before recording it. A note that cannot be read is treated as none (and logged).
+async fn sent_before(ctx: &Ctx, message_id: i64) -> Option<Settlement> {
+    match ctx.producer.queue().noted(&sent_note(message_id)).await {
+        Ok(note) => note.and_then(|n| serde_json::from_str(&n).ok()),
+        Err(error) => {
+            tracing::warn!(message_id, %error, "could not read the note of an earlier send");
+            None
+        }
     }
 }
 

@@ -95,12 +95,23 @@ impl Batches {
         });
         let settle = Batcher::new("settle", max, {
             let db = db.clone();
+            let queue = producer.queue().clone();
             move |settlements: Arc<[Settlement]>| {
-                let db = db.clone();
+                let (db, queue) = (db.clone(), queue.clone());
                 async move {
                     entities::outbound::settle_many(&db, &settlements)
                         .await
                         .map_err(job_error)?;
+                    // Recorded now: the notes that stood in for them until this commit
+                    // (`send.rs`) are no longer needed. One left behind is harmless.
+                    let notes: Vec<String> = settlements
+                        .iter()
+                        .filter(|s| s.provider_message_id.is_some())
+                        .map(|s| crate::send::sent_note(s.message_id))
+                        .collect();
+                    if let Err(e) = queue.forget_notes(&notes).await {
+                        tracing::warn!(error = %e, "could not forget the notes of settled sends");
+                    }
                     Ok(settlements.iter().map(|_| Ok(())).collect())
                 }
             }

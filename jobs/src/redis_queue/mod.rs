@@ -80,6 +80,10 @@ impl RedisQueue {
         Keys::of(&self.prefix, t)
     }
 
+    fn note_key(&self, key: &str) -> String {
+        format!("{{{}:notes}}:{key}", self.prefix)
+    }
+
     async fn ensure_groups(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         for t in JobType::ALL {
@@ -474,6 +478,33 @@ impl JobQueue for RedisQueue {
             }
         }
         Ok(swept)
+    }
+
+    async fn note(&self, key: &str, value: &str) -> Result<(), QueueError> {
+        // Kept a day at most: a note outlives its job only when the job's worker died
+        // before forgetting it, and a re-delivery comes within the visibility timeout.
+        let () = self
+            .conn
+            .clone()
+            .set_ex(self.note_key(key), value, 86_400)
+            .await?;
+        Ok(())
+    }
+
+    async fn noted(&self, key: &str) -> Result<Option<String>, QueueError> {
+        Ok(self.conn.clone().get(self.note_key(key)).await?)
+    }
+
+    async fn forget_notes(&self, keys: &[String]) -> Result<(), QueueError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.del(self.note_key(key)).ignore();
+        }
+        pipe.exec_async(&mut self.conn.clone()).await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

@@ -10,7 +10,7 @@ each run and the median of --runs.
 import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_pipeline import bench_env, onboard_with_worker, sh, tear_down, wait_http, wrk
+from bench_pipeline import bench_env, onboard_with_worker, rate, sh, tear_down, wait_http, wait_listen, wrk
 
 PARSE_TOKEN = "bench-parse-token"
 BOUNDARY = "----omegabench7MA4YWxkTrZu0gW"
@@ -44,20 +44,6 @@ def lua(body):
             '  local body = template:gsub("MSGID", string.format("bench%d-%d", math.random(0, 1000000000), n))\n'
             '  return wrk.format(nil, nil, nil, body)\n'
             'end\n')
-
-def wait_listen(port, timeout=10):
-    import socket
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"port {port} did not come up")
-
-def rate(line):
-    return float(line.split(" req/s")[0].replace(",", ""))
 
 def main():
     ap = argparse.ArgumentParser()

@@ -16,7 +16,7 @@
 //! | `OMEGA_BOOTSTRAP_PLATFORM_KEY` | a platform API key ensured at start (`omk_…`) | unset |
 //! | `OMEGA_LOG_FORMAT` | `text` or `json` | `text` |
 //! | `OMEGA_WORKER_CONCURRENCY` | jobs of one type run at once per worker process | `16` |
-//! | `OMEGA_WORKER_BATCH` | the most send or status jobs that share one transaction (group commit); so many of them run at once per process, which also bounds the sends a killed worker may repeat: larger batches give a little more throughput and more re-sends after a crash (BENCHMARKS.md, crash test) | `512` |
+//! | `OMEGA_WORKER_BATCH` | the most send or status jobs that share one transaction (group commit); so many of them run at once per process: larger batches give a little more throughput (the sends a killed worker may repeat are bounded by `OMEGA_WORKER_PROVIDER_CALLS`, not by this) | `512` |
 //! | `OMEGA_WORKER_PROVIDER_CALLS` | provider calls (Twilio, SendGrid, …) in flight at once per worker process. A killed worker cannot know which of its calls in flight were accepted, and their jobs send again: this bounds those repeats (BENCHMARKS.md, crash test), and throughput to a provider answering in L seconds to this many / L a second per process (6 / 0.15 s = 40 messages a second to Twilio; raise it with more worker processes or a higher setting where throughput to a slow provider matters more than a few repeats per crash) | `6` |
 //! | `OMEGA_JOB_MAX_ATTEMPTS` | attempts before a job goes dead | `8` |
 //! | `OMEGA_JOB_BACKOFF_BASE_MS` | first retry delay (doubles each attempt, with jitter) | `1000` |

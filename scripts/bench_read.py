@@ -44,7 +44,8 @@ def seed(db):
     last = "ARRAY[" + ",".join(f"'{w}'" for w in LAST) + "]"
     n = len(WORDS)
     steps = [
-        "INSERT INTO businesses VALUES (1, 'Bench Spa', 'UTC', NULL, NULL, now(), now())",
+        # Columns named: the table grows with migrations (email_domains, m0011).
+        "INSERT INTO businesses (id, name, timezone, email_domains, created_at, updated_at) VALUES (1, 'Bench Spa', 'UTC', '[]', now(), now())",
         f"INSERT INTO locations SELECT 1, l, 'Location ' || l, '+1415555' || lpad(l::text, 4, '0'), NULL, 'UTC', now() FROM generate_series(1, {LOCATIONS}) l",
         f"INSERT INTO staff SELECT 1, s, 'Staff' || s, 'Member' || s, 'staff' || s || '@bench.example', NULL, now() FROM generate_series(1, {STAFF}) s",
         f"INSERT INTO staff_locations SELECT 1, s, 1 + s % {LOCATIONS} FROM generate_series(1, {STAFF}) s",

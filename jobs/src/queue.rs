@@ -157,7 +157,8 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Keeps `value` under `key` until forgotten: something a job did outside the queue and
     /// the database (a provider accepting a message), noted the moment it is known, so that a
     /// re-delivery after its worker died can tell before the batch recording it commits.
-    /// Notes left behind by a crash are swept with the dead jobs of the same age.
+    /// A note left behind by a crash expires after a day (Redis) or is swept with the dead
+    /// jobs of its age (the SQL queue).
     async fn note(&self, key: &str, value: &str) -> Result<(), QueueError>;
 
     /// The note under `key`, if there is one.

@@ -133,10 +133,8 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
                 media_urls: &job.media_urls,
                 status_callback: &format!("{}/twilio/sms/status", ctx.providers.public_url),
             };
-            let result = {
-                let _permit = ctx.provider_calls.acquire().await.map_err(stopped)?;
-                provider.send_sms(&ctx.providers.clients, &sms).await
-            };
+            let result =
+                provider_call(ctx, provider.send_sms(&ctx.providers.clients, &sms)).await?;
             (from, result)
         }
         _ => {
@@ -180,10 +178,8 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
                 files: &files,
                 unsubscribe_url: unsubscribe_url.as_deref(),
             };
-            let result = {
-                let _permit = ctx.provider_calls.acquire().await.map_err(stopped)?;
-                provider.send_email(&ctx.providers.clients, &email).await
-            };
+            let result =
+                provider_call(ctx, provider.send_email(&ctx.providers.clients, &email)).await?;
             (from, result)
         }
     };
@@ -226,8 +222,18 @@ pub async fn handle(ctx: &Ctx, job: Arc<SendJob>, attempt: u32) -> Result<(), Jo
     }
 }
 
-fn stopped(_: tokio::sync::AcquireError) -> JobError {
-    JobError::Transient("the worker is stopping".into())
+/// Makes a provider call under one of the process's permits (`OMEGA_WORKER_PROVIDER_CALLS`),
+/// held for the call alone.
+async fn provider_call<T>(
+    ctx: &Ctx,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, JobError> {
+    let _permit = ctx
+        .provider_calls
+        .acquire()
+        .await
+        .map_err(|_| JobError::Transient("the worker is stopping".into()))?;
+    Ok(call.await)
 }
 
 /// The queue's key for the note of a message the provider accepted.

@@ -499,11 +499,9 @@ impl JobQueue for RedisQueue {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.del(self.note_key(key)).ignore();
-        }
-        pipe.exec_async(&mut self.conn.clone()).await?;
+        // One DEL: the notes share a hash tag, so their keys are in one slot on a cluster too.
+        let keys: Vec<String> = keys.iter().map(|k| self.note_key(k)).collect();
+        let _: i64 = self.conn.clone().del(keys).await?;
         Ok(())
     }
 

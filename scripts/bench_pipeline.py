@@ -231,14 +231,21 @@ def scaled_run(args, run, binary, ceiling_url, logdir):
         sh(f"redis-cli --scan --pattern '{{{prefix}:update_status}}*' | xargs -r redis-cli del")
         sh(f"redis-cli --scan --pattern '{{{prefix}:send_sms}}*' | xargs -r redis-cli del")
 
+        def start_workers():
+            # 16 connections each keeps any number of workers here under Postgres's 100.
+            ws = [subprocess.Popen([binary, "worker"], env=dict(env, OMEGA_DB_MAX_CONNECTIONS="16"), stderr=log)
+                  for _ in range(args.workers)]
+            procs.extend(ws)  # stopped on the way out, even after an error
+            return ws
+        def delivered():
+            return int(psql(db, "SELECT COUNT(*) FROM messages WHERE status = 'delivered'"))
+
         # 2. End to end: workers running, N messages queued, until every one is delivered.
-        workers = [subprocess.Popen([binary, "worker"], env=dict(env, OMEGA_DB_MAX_CONNECTIONS="16"), stderr=log)
-                   for _ in range(args.workers)]
-        procs.extend(workers)
-        before = int(psql(db, "SELECT COUNT(*) FROM messages WHERE status = 'delivered'"))
+        workers = start_workers()
+        before = delivered()
         t0 = time.time()
         pushed = send_all(base, key, args.messages)
-        wait_delivered(lambda: int(psql(db, "SELECT COUNT(*) FROM messages WHERE status = 'delivered'")) - before, args.messages)
+        wait_delivered(lambda: delivered() - before, args.messages)
         took = time.time() - t0
         stats = json.loads(sh(f"{binary} jobs stats --json", env=env))
         dead = sum(s["dead"] for s in stats)
@@ -251,16 +258,12 @@ def scaled_run(args, run, binary, ceiling_url, logdir):
               f"{r['e2e']:,.0f} msg/s = {r['e2e'] / r['ceiling']:.3f} of the ceiling (queued in {pushed:.1f} s); dead jobs {dead}; "
               f"deadlocks logged {r['deadlocks']}, batches run one by one {r['fallbacks']}", flush=True)
         if args.backlog:
-            for w in workers:
-                if w.poll() is None:
-                    w.terminate(); w.wait()
-            before = int(psql(db, "SELECT COUNT(*) FROM messages WHERE status = 'delivered'"))
+            # The end-to-end workers were stopped above: this backlog waits for new ones.
+            before = delivered()
             pushed = send_all(base, key, args.backlog, args.messages)
             t0 = time.time()
-            workers = [subprocess.Popen([binary, "worker"], env=dict(env, OMEGA_DB_MAX_CONNECTIONS="16"), stderr=log)
-                       for _ in range(args.workers)]
-            procs.extend(workers)
-            wait_delivered(lambda: int(psql(db, "SELECT COUNT(*) FROM messages WHERE status = 'delivered'")) - before, args.backlog)
+            start_workers()
+            wait_delivered(lambda: delivered() - before, args.backlog)
             took = time.time() - t0
             dead = sum(s["dead"] for s in json.loads(sh(f"{binary} jobs stats --json", env=env)))
             print(f"run {run}: backlog of {args.backlog:,} (queued in {pushed:.1f} s) then {args.workers} workers: "

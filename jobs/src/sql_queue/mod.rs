@@ -6,12 +6,16 @@
 //! consumers never get the same row; a `running` row whose lock expired (its worker died) is
 //! claimed again. Pushes in this process wake idle consumers at once; others are seen
 //! within the poll interval.
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 use tokio::sync::Notify;
+
+mod group;
+
+use group::{Group, Write};
 
 use crate::queue::{DeadJob, DeadPage, DeadSelector, JobQueue, QueueStats};
 use crate::{Delivery, Envelope, JobType, QueueError, now_ms};
@@ -24,6 +28,27 @@ pub struct SqlQueue {
     db: DatabaseConnection,
     visibility: Duration,
     notify: Arc<Notify>,
+    group: OnceLock<Group>,
+}
+
+/// A statement written with `?` placeholders, numbered for Postgres.
+fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+    let sql = if backend == DbBackend::Postgres {
+        let mut out = String::with_capacity(sql.len() + 16);
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    } else {
+        sql.to_owned()
+    };
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
 impl SqlQueue {
@@ -32,6 +57,7 @@ impl SqlQueue {
             db,
             visibility,
             notify: Arc::new(Notify::new()),
+            group: OnceLock::new(),
         }
     }
 
@@ -39,24 +65,13 @@ impl SqlQueue {
         self.db.get_database_backend()
     }
 
-    /// A statement written with `?` placeholders, numbered for Postgres.
     fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
-        let sql = if self.backend() == DbBackend::Postgres {
-            let mut out = String::with_capacity(sql.len() + 16);
-            let mut n = 0;
-            for c in sql.chars() {
-                if c == '?' {
-                    n += 1;
-                    out.push_str(&format!("${n}"));
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        } else {
-            sql.to_owned()
-        };
-        Statement::from_sql_and_values(self.backend(), sql, values)
+        statement(self.backend(), sql, values)
+    }
+
+    /// The group-committed writes, started with the first of them (inside the runtime).
+    fn group(&self) -> &Group {
+        self.group.get_or_init(|| Group::start(self.db.clone()))
     }
 
     async fn exec(&self, sql: &str, values: Vec<Value>) -> Result<u64, QueueError> {
@@ -74,31 +89,50 @@ impl SqlQueue {
         max: usize,
     ) -> Result<Vec<Delivery>, QueueError> {
         let now = now_ms();
-        let lock = if self.backend() == DbBackend::Postgres {
-            " FOR UPDATE SKIP LOCKED"
+        let (job_type, max) = (Value::from(t.as_str()), Value::from(max as i64));
+        let (candidates, values) = if self.backend() == DbBackend::Postgres {
+            (
+                "SELECT id FROM omega_jobs WHERE job_type = ? \
+                   AND ((state = 'ready' AND run_at <= ?) OR (state = 'running' AND locked_until < ?)) \
+                   ORDER BY run_at LIMIT ? FOR UPDATE SKIP LOCKED",
+                vec![job_type, now.into(), now.into(), max],
+            )
         } else {
-            ""
+            // SQLite cannot take the two states of that OR from the index in `run_at`
+            // order: it read and sorted every job of the type, under the write lock, so a
+            // claim cost as much as the backlog was long. Each state in index order, then
+            // merged.
+            (
+                "SELECT id FROM omega_jobs WHERE id IN ( \
+                   SELECT id FROM (SELECT id FROM omega_jobs WHERE job_type = ? AND state = 'ready' \
+                     AND run_at <= ? ORDER BY run_at LIMIT ?) \
+                   UNION ALL \
+                   SELECT id FROM (SELECT id FROM omega_jobs WHERE job_type = ? AND state = 'running' \
+                     AND locked_until < ? ORDER BY run_at LIMIT ?)) \
+                 ORDER BY run_at LIMIT ?",
+                vec![
+                    job_type.clone(),
+                    now.into(),
+                    max.clone(),
+                    job_type,
+                    now.into(),
+                    max.clone(),
+                    max,
+                ],
+            )
         };
         let sql = format!(
             "UPDATE omega_jobs SET state = 'running', attempts = attempts + 1, locked_by = ?, locked_until = ? \
-             WHERE id IN (SELECT id FROM omega_jobs WHERE job_type = ? \
-               AND ((state = 'ready' AND run_at <= ?) OR (state = 'running' AND locked_until < ?)) \
-               ORDER BY run_at LIMIT ?{lock}) \
+             WHERE id IN ({candidates}) \
              RETURNING id, payload, attempts"
         );
+        let lease = vec![
+            Value::from(consumer),
+            (now + self.visibility.as_millis() as i64).into(),
+        ];
         let rows = self
             .db
-            .query_all_raw(self.stmt(
-                &sql,
-                vec![
-                    consumer.into(),
-                    (now + self.visibility.as_millis() as i64).into(),
-                    t.as_str().into(),
-                    now.into(),
-                    now.into(),
-                    (max as i64).into(),
-                ],
-            ))
+            .query_all_raw(self.stmt(&sql, lease.into_iter().chain(values).collect()))
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -233,18 +267,12 @@ impl JobQueue for SqlQueue {
     }
 
     async fn ack(&self, d: &Delivery) -> Result<(), QueueError> {
-        self.exec(
-            "DELETE FROM omega_jobs WHERE id = ?",
-            vec![d.receipt.as_str().into()],
-        )
-        .await?;
-        self.exec(
-            "INSERT INTO omega_job_counters (job_type, done) VALUES (?, 1) \
-             ON CONFLICT (job_type) DO UPDATE SET done = omega_job_counters.done + 1",
-            vec![d.envelope.job_type.as_str().into()],
-        )
-        .await?;
-        Ok(())
+        self.group()
+            .write(Write::Ack {
+                receipt: d.receipt.clone(),
+                job_type: d.envelope.job_type,
+            })
+            .await
     }
 
     async fn retry(&self, d: &Delivery, delay: Duration, error: &str) -> Result<(), QueueError> {
@@ -483,13 +511,12 @@ impl JobQueue for SqlQueue {
     }
 
     async fn note(&self, key: &str, value: &str) -> Result<(), QueueError> {
-        self.exec(
-            "INSERT INTO omega_job_notes (key, value, created_at) VALUES (?, ?, ?) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            vec![key.into(), value.into(), now_ms().into()],
-        )
-        .await?;
-        Ok(())
+        self.group()
+            .write(Write::Note {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            })
+            .await
     }
 
     async fn noted(&self, key: &str) -> Result<Option<String>, QueueError> {

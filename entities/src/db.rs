@@ -41,6 +41,12 @@ pub fn is_sqlite(db: &impl ConnectionTrait) -> bool {
     db.get_database_backend() == DbBackend::Sqlite
 }
 
+/// A time as Postgres reads it from text (JSON rows), to the microsecond it stores,
+/// truncated like a bound parameter.
+pub(crate) fn pg_timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
 /// Begins a transaction that will write. On SQLite it takes the write lock at BEGIN
 /// (IMMEDIATE), so concurrent writers wait on the busy timeout instead of failing when a
 /// read transaction cannot be upgraded; on Postgres it is an ordinary BEGIN.

@@ -78,19 +78,23 @@ pub async fn append(
     events: Vec<NewEvent>,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    for chunk in events.chunks(crate::db::INSERT_CHUNK) {
-        let rows = chunk.iter().map(|e| event::ActiveModel {
-            business_id: Set(e.business_id),
-            event_type: Set(e.event_type.as_str().to_owned()),
-            data: Set(e.data.clone()),
-            created_at: Set(at),
-            ..Default::default()
-        });
-        event::Entity::insert_many(rows)
+    // Moved into the rows, not copied: an event's data is a whole message.
+    let mut rows = events.into_iter().map(|e| event::ActiveModel {
+        business_id: Set(e.business_id),
+        event_type: Set(e.event_type.as_str().to_owned()),
+        data: Set(e.data),
+        created_at: Set(at),
+        ..Default::default()
+    });
+    loop {
+        let chunk: Vec<event::ActiveModel> = rows.by_ref().take(crate::db::INSERT_CHUNK).collect();
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        event::Entity::insert_many(chunk)
             .exec_without_returning(txn)
             .await?;
     }
-    Ok(())
 }
 
 /// Appends a `message.status_updated` event (`call.status_updated` for a call) for each

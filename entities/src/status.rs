@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
-    TryInsertResult,
-    sea_query::{Expr, OnConflict},
+    sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -135,17 +134,10 @@ async fn apply_in(
     // for each other on the unique index instead of deadlocking.
     events.sort_by(|a, b| a.0.cmp(b.0));
     let events: Vec<message_event::ActiveModel> = events.into_iter().map(|(_, e)| e).collect();
-    let mut fresh: HashSet<String> = HashSet::new();
-    for chunk in events.chunks(crate::db::INSERT_CHUNK) {
-        if let TryInsertResult::Inserted(rows) = message_event::Entity::insert_many(chunk.to_vec())
-            .on_conflict(OnConflict::new().do_nothing().to_owned())
-            .try_insert()
-            .exec_with_returning_many(db)
-            .await?
-        {
-            fresh.extend(rows.into_iter().filter_map(|e| e.dedupe_key));
-        }
-    }
+    let mut fresh: HashSet<String> = crate::status_history::insert_new_events(db, events)
+        .await?
+        .into_iter()
+        .collect();
 
     // Each report counts once, the first time its key is seen, in order.
     let mut counted = vec![false; reports.len()];

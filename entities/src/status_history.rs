@@ -27,17 +27,96 @@ pub async fn append_event(
     Ok(())
 }
 
-/// Appends many history entries, with multi-row INSERTs.
+/// Appends many history entries, in their order.
 pub(crate) async fn insert_events(
     db: &impl ConnectionTrait,
     events: Vec<message_event::ActiveModel>,
 ) -> Result<()> {
-    for chunk in events.chunks(crate::db::INSERT_CHUNK) {
-        message_event::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(db)
-            .await?;
+    if events.is_empty() {
+        return Ok(());
     }
+    if crate::db::is_sqlite(db) {
+        for chunk in events.chunks(crate::db::INSERT_CHUNK) {
+            message_event::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(db)
+                .await?;
+        }
+        return Ok(());
+    }
+    db.execute_raw(pg_insert(&events, "")).await?;
     Ok(())
+}
+
+/// Appends the history entries whose dedupe key (or any unique key) is not recorded yet, in
+/// their order; answers the dedupe keys of those inserted.
+pub(crate) async fn insert_new_events(
+    db: &impl ConnectionTrait,
+    events: Vec<message_event::ActiveModel>,
+) -> Result<Vec<String>> {
+    use sea_orm::sea_query::OnConflict;
+    use sea_orm::{FromQueryResult, TryInsertResult};
+    if events.is_empty() {
+        return Ok(vec![]);
+    }
+    if crate::db::is_sqlite(db) {
+        let mut fresh = Vec::with_capacity(events.len());
+        for chunk in events.chunks(crate::db::INSERT_CHUNK) {
+            if let TryInsertResult::Inserted(rows) =
+                message_event::Entity::insert_many(chunk.to_vec())
+                    .on_conflict(OnConflict::new().do_nothing().to_owned())
+                    .try_insert()
+                    .exec_with_returning_many(db)
+                    .await?
+            {
+                fresh.extend(rows.into_iter().filter_map(|e| e.dedupe_key));
+            }
+        }
+        return Ok(fresh);
+    }
+    #[derive(FromQueryResult)]
+    struct Key {
+        dedupe_key: Option<String>,
+    }
+    let rows = Key::find_by_statement(pg_insert(
+        &events,
+        " ON CONFLICT DO NOTHING RETURNING dedupe_key",
+    ))
+    .all(db)
+    .await?;
+    Ok(rows.into_iter().filter_map(|k| k.dedupe_key).collect())
+}
+
+/// One INSERT of all the entries on Postgres, the rows passed as one JSON array: its text is
+/// the same for any number of rows, so each connection prepares and plans it once, where a
+/// multi-row VALUES list is a new statement (parsed, planned, and crowding the statement
+/// cache) for every batch size.
+fn pg_insert(events: &[message_event::ActiveModel], tail: &str) -> sea_orm::Statement {
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "message_id": e.message_id.as_ref(),
+                "status": e.status.as_ref(),
+                "error_code": e.error_code.as_ref(),
+                "error_message": e.error_message.as_ref(),
+                "source": e.source.as_ref(),
+                "dedupe_key": e.dedupe_key.as_ref(),
+                "occurred_at": crate::db::pg_timestamp(*e.occurred_at.as_ref()),
+                "created_at": crate::db::pg_timestamp(*e.created_at.as_ref()),
+            })
+        })
+        .collect();
+    sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        format!(
+            "INSERT INTO message_events \
+               (message_id, status, error_code, error_message, source, dedupe_key, occurred_at, created_at) \
+             SELECT message_id, status, error_code, error_message, source, dedupe_key, occurred_at, created_at \
+             FROM jsonb_to_recordset($1::jsonb) AS v(message_id bigint, status text, error_code text, \
+               error_message text, source text, dedupe_key text, occurred_at timestamptz, created_at timestamptz){tail}"
+        ),
+        [serde_json::Value::Array(rows).into()],
+    )
 }
 
 /// One entry of a message's status history, to insert.

@@ -94,15 +94,16 @@ fn pg_insert(events: &[message_event::ActiveModel], tail: &str) -> sea_orm::Stat
     let rows: Vec<serde_json::Value> = events
         .iter()
         .map(|e| {
+            // A field left unset is NULL, which the table refuses where it must not be.
             serde_json::json!({
-                "message_id": e.message_id.as_ref(),
-                "status": e.status.as_ref(),
-                "error_code": e.error_code.as_ref(),
-                "error_message": e.error_message.as_ref(),
-                "source": e.source.as_ref(),
-                "dedupe_key": e.dedupe_key.as_ref(),
-                "occurred_at": crate::db::pg_timestamp(*e.occurred_at.as_ref()),
-                "created_at": crate::db::pg_timestamp(*e.created_at.as_ref()),
+                "message_id": e.message_id.try_as_ref(),
+                "status": e.status.try_as_ref(),
+                "error_code": e.error_code.try_as_ref(),
+                "error_message": e.error_message.try_as_ref(),
+                "source": e.source.try_as_ref(),
+                "dedupe_key": e.dedupe_key.try_as_ref(),
+                "occurred_at": e.occurred_at.try_as_ref().map(|t| crate::db::pg_timestamp(*t)),
+                "created_at": e.created_at.try_as_ref().map(|t| crate::db::pg_timestamp(*t)),
             })
         })
         .collect();
